@@ -1,0 +1,128 @@
+"""Cross-session batching: the only part of the package that touches threads.
+
+Sessions `await batcher.infer(audio)`; a scheduler task collects requests from all sessions and
+runs them on one model thread as batched forwards. Requests are grouped by window length (no
+padding: it would change wav2vec2-base's output, see model.CtcModel). While a batch computes, new
+requests queue up and form the next batch, so under load batches fill by themselves; when the
+model is idle the scheduler waits at most `max_wait_s` for company before running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ForwardFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    windows: int = 0
+    compute_s: float = 0.0
+    sizes: dict[int, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        mean = self.windows / self.batches if self.batches else 0.0
+        return {"batches": self.batches, "windows": self.windows, "mean_batch": round(mean, 2),
+                "compute_s": round(self.compute_s, 3)}
+
+
+@dataclass
+class _Request:
+    audio: np.ndarray
+    future: asyncio.Future[np.ndarray]
+
+
+class Batcher:
+    """Runs windows from many sessions through one model, batched, off the event loop."""
+
+    def __init__(self, forward: ForwardFn, max_batch: int = 8, max_wait_s: float = 0.005) -> None:
+        self.forward = forward
+        self.max_batch = max(1, max_batch)
+        self.max_wait_s = max(0.0, max_wait_s)
+        self.stats = BatchStats()
+        self._pending: list[_Request] = []
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-model")
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for req in self._pending:
+            if not req.future.done():
+                req.future.set_exception(RuntimeError("batcher closed"))
+        self._pending.clear()
+        self._executor.shutdown(wait=True)
+
+    async def infer(self, audio: np.ndarray) -> np.ndarray:
+        """Log-probs (frames, vocab) for one normalised window."""
+        if self._task is None:
+            raise RuntimeError("batcher not started")
+        fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(audio, fut))
+        self._wakeup.set()
+        return await fut
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if len(self._pending) < self.max_batch and self.max_wait_s:
+                await asyncio.sleep(self.max_wait_s)
+            batch = self._take_batch()
+            if not batch:
+                continue
+            audios = [r.audio for r in batch]
+            t0 = time.perf_counter()
+            try:
+                outs = await loop.run_in_executor(self._executor, self.forward, audios)
+            except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
+                log.exception("model forward failed for a batch of %d", len(batch))
+                for r in batch:
+                    if not r.future.done():
+                        r.future.set_exception(exc)
+                continue
+            self.stats.batches += 1
+            self.stats.windows += len(batch)
+            self.stats.compute_s += time.perf_counter() - t0
+            self.stats.sizes[len(batch)] = self.stats.sizes.get(len(batch), 0) + 1
+            for r, out in zip(batch, outs):
+                if not r.future.done():
+                    r.future.set_result(out)
+
+    def _take_batch(self) -> list[_Request]:
+        """Up to max_batch requests of the oldest request's window length (FIFO within a length)."""
+        self._pending = [r for r in self._pending if not r.future.cancelled()]
+        if not self._pending:
+            return []
+        size = len(self._pending[0].audio)
+        batch, rest = [], []
+        for r in self._pending:
+            (batch if len(r.audio) == size and len(batch) < self.max_batch else rest).append(r)
+        self._pending = rest
+        return batch

@@ -1,0 +1,135 @@
+"""`streaming-asr` command line: `transcribe` files (offline or streaming) and `serve` over WebSockets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Sequence
+
+from .config import ConfigError, StreamConfig
+from .model import DEFAULT_MODEL, ModelLoadError
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=os.environ.get("STREAMING_ASR_MODEL", DEFAULT_MODEL),
+                   help="HF hub id or local directory with a CTC checkpoint (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    d = StreamConfig()
+    g = p.add_argument_group("streaming engine")
+    g.add_argument("--chunk", type=float, default=d.chunk_s, help="seconds of new audio per window (%(default)s)")
+    g.add_argument("--left-context", type=float, default=d.left_context_s,
+                   help="seconds of earlier audio each window sees (%(default)s)")
+    g.add_argument("--lookahead", type=float, default=d.lookahead_s,
+                   help="seconds of later audio each window sees (%(default)s)")
+    g.add_argument("--endpoint-silence", type=float, default=d.endpoint_silence_s,
+                   help="non-speech seconds that close a segment, 0 = off (%(default)s)")
+    g.add_argument("--max-segment", type=float, default=d.max_segment_s,
+                   help="longest segment in seconds (%(default)s)")
+
+
+def engine_config(args: argparse.Namespace) -> StreamConfig:
+    return StreamConfig(chunk_s=args.chunk, left_context_s=args.left_context, lookahead_s=args.lookahead,
+                        endpoint_silence_s=args.endpoint_silence, max_segment_s=args.max_segment).validate()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streaming-asr", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("transcribe", help="transcribe audio files (WAV/FLAC/OGG)")
+    t.add_argument("files", nargs="+", help="audio files")
+    t.add_argument("--stream", action="store_true",
+                   help="use the streaming algorithm (exactly as the server runs it) instead of offline")
+    t.add_argument("--push-ms", type=float, default=100.0, help="with --stream: audio per push (%(default)s ms)")
+    t.add_argument("--json", action="store_true", help="print one JSON object per file with segments and words")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_model_args(t)
+    add_engine_args(t)
+
+    s = sub.add_parser("serve", help="run the WebSocket server")
+    from .server import add_server_args
+
+    add_server_args(s)
+    add_model_args(s)
+    add_engine_args(s)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    for noisy in ("transformers", "huggingface_hub", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        config = engine_config(args)
+        if args.command == "transcribe":
+            return _transcribe(args, config)
+        from .server import serve_from_args
+
+        return serve_from_args(args, config)
+    except (ModelLoadError, ConfigError) as exc:
+        print(f"streaming-asr: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _transcribe(args: argparse.Namespace, config: StreamConfig) -> int:
+    import soundfile as sf
+
+    from .audio import read_audio
+    from .model import CtcModel
+    from .offline import transcribe_offline, transcribe_streaming
+
+    model = CtcModel.load(args.model, device=args.device, threads=args.threads)
+    status = 0
+    for path in args.files:
+        try:
+            audio, _ = read_audio(path, model.info.sample_rate)
+        except (sf.LibsndfileError, OSError, RuntimeError) as exc:
+            print(f"streaming-asr: error: cannot read {path}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        bar = _progress_bar(path, audio.size / model.info.sample_rate, args.no_progress)
+        if args.stream:
+            push = max(1, int(args.push_ms / 1000 * model.info.sample_rate))
+
+            def on_event(_ev: object, t: float) -> None:
+                bar(t / max(1e-9, audio.size / model.info.sample_rate))
+
+            result = transcribe_streaming(model, model.info, audio, config, push, on_event=on_event)
+        else:
+            result = transcribe_offline(model, model.info, audio, config.endpoint_silence_s, progress=bar)
+        bar(1.0, done=True)
+        if args.json:
+            print(json.dumps({"file": path, "duration": round(result.duration_s, 3), "text": result.text,
+                              "segments": [f.to_dict() for f in result.finals]}))
+        else:
+            if len(args.files) > 1:
+                print(f"# {path}")
+            print(result.text)
+    return status
+
+
+def _progress_bar(name: str, seconds: float, disabled: bool):  # type: ignore[no-untyped-def]
+    """A tqdm bar on stderr for files over 30 s (quiet for short ones and when not a tty)."""
+    if disabled or seconds < 30 or not sys.stderr.isatty():
+        return lambda fraction, done=False: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=round(seconds, 1), unit="s audio", desc=os.path.basename(name), file=sys.stderr, leave=False)
+
+    def update(fraction: float, done: bool = False) -> None:
+        bar.n = round(min(1.0, fraction) * seconds, 1)
+        bar.refresh()
+        if done:
+            bar.close()
+
+    return update

@@ -1,0 +1,354 @@
+"""The streaming session: windows in, partials and finals out. Pure and synchronous.
+
+A session owns a sample buffer at the model's rate and a frame cursor `next_frame` (the first
+frame not yet committed). Each window covers
+
+    [next_frame - left, next_frame + k*chunk + lookahead)   frames (k = 1, or more when catching up)
+
+and is cut from the buffer on the model's frame grid, so its output frame j *is* stream frame
+`first_frame + j`. From each window's output only the frames it owns, [next_frame, next_frame +
+k*chunk), are committed; the look-ahead frames only feed the provisional tail of the partial. The
+stitcher is therefore exact: each stream frame is committed by exactly one window, keyed by its
+absolute index, and a single greedy decoder runs over the committed frames in order.
+
+Input normalisation (zero mean, unit variance, as the HF processor does) is applied per window to
+the window's own samples, so a window that covers the whole utterance is bit-identical to offline.
+
+Model calls happen outside: `next_window()` hands out a window, the caller runs the model (alone
+or batched with other sessions) and gives the log-probs back with `accept()`. Events collect in an
+outbox read with `pop_events()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from .config import FrameGeometry, StreamConfig
+from .ctc import GreedyDecoder, Token, Word, frame_argmax, tokens_to_words, words_text
+from .events import Event, Final, Partial, PhraseResult, WordResult
+from .model import ModelInfo
+
+
+class SessionError(RuntimeError):
+    """The session was driven out of order (a bug in the caller)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input: normalised audio plus which stream frames it yields and owns."""
+
+    audio: np.ndarray
+    first_frame: int  # stream frame of the window's output frame 0
+    own_start: int
+    own_end: int  # committed frames: [own_start, own_end)
+    tail_end: int  # provisional look-ahead frames: [own_end, tail_end)
+    forced: bool  # cut short by a flush (finalize / end of stream)
+
+    @property
+    def num_frames(self) -> int:
+        return self.tail_end - self.first_frame
+
+
+class SegmentRescorer(Protocol):
+    """Re-decodes a closed segment's log-probs (phrase biasing); returns tokens and phrase matches."""
+
+    def rescore(self, log_probs: np.ndarray, first_frame: int) -> tuple[list[Token], list[PhraseResult]]: ...
+
+
+@dataclass
+class _Segment:
+    index: int
+    start_frame: int
+    decoder: GreedyDecoder
+    logp: list[tuple[int, np.ndarray]] = field(default_factory=list)  # kept only when rescoring
+
+    def has_speech(self, is_letter: Callable[[int], bool]) -> bool:
+        return any(is_letter(t.id) for t in self.decoder.tokens)
+
+
+class StreamingSession:
+    """Incremental recognition of one audio stream (see module docstring)."""
+
+    def __init__(
+        self,
+        info: ModelInfo,
+        config: StreamConfig | None = None,
+        interim_results: bool = True,
+        rescorer: SegmentRescorer | None = None,
+        on_commit: Callable[[int, np.ndarray], None] | None = None,
+    ) -> None:
+        self.info = info
+        self.config = (config or StreamConfig()).validate()
+        self.geo = FrameGeometry.of(self.config, info.frame_seconds)
+        self.interim_results = interim_results
+        self.rescorer = rescorer
+        self.on_commit = on_commit  # sees every committed (first_frame, log_probs) piece: tests, benches
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # stream sample index of _buf[0]
+        self.total_samples = 0
+        self.next_frame = 0
+        self._in_flight: Window | None = None
+        self._flush_reason: str | None = None
+        self._closed = False
+        self._seg = self._new_segment(0, 0, GreedyDecoder(info.blank_id))
+        self._last_speech_end: int | None = None  # frame after the last letter of the open segment
+        self._outbox: list[Event] = []
+        self._last_partial: tuple[int, str] | None = None
+        self.segments_closed = 0
+        letters = [not (t.startswith("<") and t.endswith(">")) and i != info.delimiter_id
+                   for i, t in enumerate(info.vocab)]
+        self._is_letter = lambda tid: letters[tid]
+
+    # ----------------------------------------------------------------- input
+    def push(self, samples: np.ndarray) -> None:
+        """Append mono float32 samples at the model's sample rate (any count, even 0 or 1)."""
+        if self._closed:
+            raise SessionError("push() after finish()")
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if samples.size:
+            self._buf = np.concatenate([self._buf, samples])
+            self.total_samples += samples.size
+
+    def finalize(self, reason: str = "finalize") -> None:
+        """Close the open segment once all audio pushed so far is recognised (final reason `reason`)."""
+        if self._closed:
+            return
+        self._flush_reason = reason
+        self._maybe_complete_flush()
+
+    def finish(self, reason: str = "stop") -> None:
+        """End of stream: recognise everything, send the last final; no more input after this."""
+        self.finalize(reason)
+        self._closed = True
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to compute and nothing pending."""
+        return self._in_flight is None and self._flush_reason is None and self.next_window_ready() is False
+
+    @property
+    def flushing(self) -> bool:
+        return self._flush_reason is not None
+
+    @property
+    def backlog_seconds(self) -> float:
+        """Audio received but not yet committed."""
+        done = self.info.samples_for(self.next_frame) if self.next_frame else 0
+        return max(0, self.total_samples - done) / self.info.sample_rate
+
+    # --------------------------------------------------------------- windows
+    def available_frames(self) -> int:
+        return self.info.frames_for(self.total_samples)
+
+    def next_window_ready(self, max_chunks: int = 1) -> bool:
+        return self._in_flight is None and self._plan(max_chunks) is not None
+
+    def next_window(self, max_chunks: int = 1) -> Window | None:
+        """The next window to run, or None. At most one window is in flight per session."""
+        if self._in_flight is not None:
+            return None
+        plan = self._plan(max_chunks)
+        if plan is None:
+            return None
+        own_end, tail_end, forced = plan
+        first = max(0, self.next_frame - self.geo.left)
+        start = first * self.info.frame_stride - self._buf_start
+        end = self.info.samples_for(tail_end) - self._buf_start
+        if start < 0 or end > self._buf.size:
+            raise SessionError("window outside the buffered audio")  # cannot happen: buffer invariant
+        win = Window(self.info.normalize(self._buf[start:end]), first, self.next_frame, own_end, tail_end, forced)
+        self._in_flight = win
+        return win
+
+    def _plan(self, max_chunks: int) -> tuple[int, int, bool] | None:
+        avail = self.available_frames()
+        g = self.geo
+        room = avail - self.next_frame - g.lookahead
+        if room >= g.chunk:
+            k = max(1, min(max_chunks, g.max_catchup, room // g.chunk))
+            own_end = self.next_frame + k * g.chunk
+            return own_end, own_end + g.lookahead, False
+        if self._flush_reason is not None and avail > self.next_frame:
+            return avail, avail, True
+        return None
+
+    def accept(self, window: Window, log_probs: np.ndarray) -> None:
+        """Take the model's log-probs (frames, vocab) for the window handed out last."""
+        if window is not self._in_flight:
+            raise SessionError("accept() for a window that is not in flight")
+        self._in_flight = None
+        if log_probs.shape[0] != window.num_frames:
+            raise SessionError(f"model gave {log_probs.shape[0]} frames, window expects {window.num_frames}")
+        off = window.first_frame
+        owned = log_probs[window.own_start - off: window.own_end - off]
+        self._commit(window.own_start, owned)
+        self.next_frame = window.own_end
+        self._trim_buffer()
+        if not self._maybe_complete_flush() and self.interim_results:
+            tail = log_probs[window.own_end - off: window.tail_end - off]
+            self._emit_partial(tail, window.own_end)
+
+    def run(self, forward: Callable[[Sequence[np.ndarray]], list[np.ndarray]], max_chunks: int = 1) -> list[Event]:
+        """Convenience driver: run every ready window through `forward`, return the events."""
+        while (win := self.next_window(max_chunks)) is not None:
+            self.accept(win, forward([win.audio])[0])
+        return self.pop_events()
+
+    def pop_events(self) -> list[Event]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    # ------------------------------------------------------------ stitching
+    def _commit(self, first_frame: int, owned: np.ndarray) -> None:
+        if self.on_commit is not None:
+            self.on_commit(first_frame, owned)
+        ids, probs = frame_argmax(owned)
+        seg = self._seg
+        n_before = len(seg.decoder.tokens)
+        seg.decoder.feed(first_frame, ids, probs)
+        if self.rescorer is not None and owned.shape[0]:
+            seg.logp.append((first_frame, owned))
+        self._endpoint_gaps(n_before)
+        end = first_frame + owned.shape[0]
+        self._endpoint_trailing(end)
+        self._endpoint_max_length(end)
+
+    def _endpoint_gaps(self, n_before: int) -> None:
+        """Silence endpoints inside the newly committed frames: a long gap before a new letter."""
+        g = self.geo
+        i = max(0, n_before - 1)
+        while i < len(self._seg.decoder.tokens):
+            tok = self._seg.decoder.tokens[i]
+            if self._is_letter(tok.id):
+                if (g.endpoint and self._last_speech_end is not None
+                        and tok.start - self._last_speech_end >= g.endpoint):
+                    rest = self._seg.decoder.split(i)
+                    self._close_segment("silence", cut_frame=tok.start, rest=rest)
+                    self._last_speech_end = None
+                    i = 0
+                    continue
+                self._last_speech_end = tok.end + 1
+            i += 1
+
+    def _endpoint_trailing(self, end: int) -> None:
+        g = self.geo
+        if self._last_speech_end is None:
+            # no speech yet in this segment: slide its start so silence never counts toward max length
+            self._seg.start_frame = end
+            self._seg.decoder.tokens.clear()
+            self._seg.logp.clear()
+            return
+        if g.endpoint and end - self._last_speech_end >= g.endpoint:
+            self._close_segment("silence", cut_frame=end)
+
+    def _endpoint_max_length(self, end: int) -> None:
+        seg = self._seg
+        if end - seg.start_frame < self.geo.max_segment:
+            return
+        tokens = seg.decoder.tokens
+        cut = next((i for i in range(len(tokens) - 1, 0, -1) if tokens[i].id == self.info.delimiter_id), None)
+        if cut is None or not any(self._is_letter(t.id) for t in tokens[:cut]):
+            self._close_segment("max_length", cut_frame=end)
+            return
+        rest = seg.decoder.split(cut + 1)
+        self._close_segment("max_length", cut_frame=tokens[cut].end + 1, rest=rest)
+
+    def _close_segment(self, reason: str, cut_frame: int, rest: GreedyDecoder | None = None) -> None:
+        """Emit the open segment's final; the next segment starts at `cut_frame` with `rest`'s tokens."""
+        seg = self._seg
+        tokens = seg.decoder.tokens
+        phrases: list[PhraseResult] | None = None
+        if self.rescorer is not None:
+            logp = _slice_frames(seg.logp, seg.start_frame, cut_frame)
+            if logp.shape[0]:
+                tokens, phrases = self.rescorer.rescore(logp, seg.start_frame)
+            else:
+                phrases = []
+        words = tokens_to_words(tokens, self.info.vocab, self.info.delimiter_id)
+        fs = self.info.frame_seconds
+        if words:
+            start, end = words[0].start_frame * fs, words[-1].end_frame * fs
+        else:
+            start = end = cut_frame * fs
+        self._outbox.append(Final(
+            segment=seg.index, text=words_text(words), start=start, end=end, reason=reason,
+            words=tuple(WordResult(w.text, w.start_frame * fs, w.end_frame * fs, w.confidence) for w in words),
+            phrases=tuple(phrases) if phrases is not None else None,
+        ))
+        self.segments_closed += 1
+        decoder = rest if rest is not None else GreedyDecoder(self.info.blank_id, [], seg.decoder.prev_id)
+        new = self._new_segment(seg.index + 1, cut_frame, decoder)
+        if self.rescorer is not None:
+            new.logp = [(cut_frame, _slice_frames(seg.logp, cut_frame, None))] if rest is not None else []
+        self._seg = new
+        letters = [t for t in decoder.tokens if self._is_letter(t.id)]
+        self._last_speech_end = letters[-1].end + 1 if letters else None
+        self._last_partial = None
+
+    def _new_segment(self, index: int, start: int, decoder: GreedyDecoder) -> _Segment:
+        return _Segment(index, start, decoder)
+
+    def _maybe_complete_flush(self) -> bool:
+        """Once all buffered audio is committed, close the segment a flush asked for."""
+        if self._flush_reason is None or self._in_flight is not None:
+            return False
+        if self.available_frames() > self.next_frame:
+            return False
+        reason, self._flush_reason = self._flush_reason, None
+        self._close_segment(reason, cut_frame=self.next_frame)
+        return True
+
+    def _emit_partial(self, tail: np.ndarray, tail_first: int) -> None:
+        committed = words_text(tokens_to_words(self._seg.decoder.tokens, self.info.vocab, self.info.delimiter_id))
+        if tail.shape[0]:
+            dec = self._seg.decoder.copy()
+            ids, probs = frame_argmax(tail)
+            dec.feed(tail_first, ids, probs)
+            text = words_text(tokens_to_words(dec.tokens, self.info.vocab, self.info.delimiter_id))
+        else:
+            text = committed
+        if not text and self._last_partial is None:
+            return
+        key = (self._seg.index, text)
+        if key == self._last_partial:
+            return
+        self._last_partial = key
+        stable = _common_prefix(committed, text)
+        self._outbox.append(Partial(self._seg.index, text, stable))
+
+    def _trim_buffer(self) -> None:
+        """Drop audio no future window needs (bounded memory however long the stream)."""
+        keep_from = max(0, self.next_frame - self.geo.left) * self.info.frame_stride
+        drop = keep_from - self._buf_start
+        if drop > 0:
+            self._buf = self._buf[drop:].copy()
+            self._buf_start = keep_from
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _slice_frames(chunks: list[tuple[int, np.ndarray]], start: int, end: int | None) -> np.ndarray:
+    """Frames [start, end) from a list of (first_frame, array) pieces in order."""
+    parts = []
+    for first, arr in chunks:
+        lo = max(start, first) - first
+        hi = arr.shape[0] if end is None else min(end, first + arr.shape[0]) - first
+        if hi > lo:
+            parts.append(arr[lo:hi])
+    if not parts:
+        width = chunks[0][1].shape[1] if chunks else 0
+        return np.zeros((0, width), dtype=np.float32)
+    return np.concatenate(parts)
+
+
+def decode_words(info: ModelInfo, tokens: Sequence[Token]) -> list[Word]:
+    return tokens_to_words(tokens, info.vocab, info.delimiter_id)

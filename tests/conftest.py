@@ -1,0 +1,42 @@
+"""Fixtures: real servers on 127.0.0.1 (stand-in model for recognition, tiny random model for plumbing)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers import STANDIN_MODEL, ServerHandle, start_server_thread  # noqa: E402
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not STANDIN_MODEL.is_dir():
+        skip = pytest.mark.skip(reason=f"stand-in model not found at {STANDIN_MODEL}")
+        for item in items:
+            if "standin" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def standin_server() -> Iterator[ServerHandle]:
+    handle = start_server_thread("standin")
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def server_factory() -> Iterator[Callable[..., ServerHandle]]:
+    handles: list[ServerHandle] = []
+
+    def make(model: str = "standin", **settings: Any) -> ServerHandle:
+        handle = start_server_thread(model, **settings)
+        handles.append(handle)
+        return handle
+
+    yield make
+    for h in handles:
+        h.stop()

@@ -1,0 +1,121 @@
+"""Shared test helpers: paths to ../shared, the tts-dev manifest, WER/CER, a server in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared").resolve()
+STANDIN_MODEL = SHARED / "models" / "tts-ctc-small"
+TTS_DEV = SHARED / "data" / "tts-dev"
+HUMAN = SHARED / "data" / "human"
+
+
+def tts_dev_rows() -> list[dict[str, Any]]:
+    """Rows of tts-dev/manifest.tsv with `wav` as an absolute Path and duration as float."""
+    with open(TTS_DEV / "manifest.tsv", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    for r in rows:
+        r["wav"] = TTS_DEV / r["wav"]
+        r["duration_s"] = float(r["duration_s"])
+    return rows
+
+
+def espeak_rows(max_duration: float = 6.0) -> list[dict[str, Any]]:
+    return [r for r in tts_dev_rows() if r["voice"].startswith("espeak") and r["duration_s"] <= max_duration]
+
+
+def edit_distance(a: list[str] | str, b: list[str] | str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def wer(ref: str, hyp: str) -> float:
+    r = ref.split()
+    return edit_distance(r, hyp.split()) / max(1, len(r))
+
+
+def cer(ref: str, hyp: str) -> float:
+    return edit_distance(ref, hyp) / max(1, len(ref))
+
+
+@lru_cache(maxsize=None)
+def standin_model():  # type: ignore[no-untyped-def]
+    from streaming_asr.model import CtcModel
+
+    return CtcModel.load(str(STANDIN_MODEL), device="cpu")
+
+
+@lru_cache(maxsize=None)
+def tiny_model():  # type: ignore[no-untyped-def]
+    from streaming_asr.model import CtcModel, tiny_config
+
+    return CtcModel.from_config(tiny_config(), name="tiny-random")
+
+
+@dataclass
+class ServerHandle:
+    """A real server on 127.0.0.1 running in a background thread with its own event loop."""
+
+    port: int
+    thread: threading.Thread
+    loop: asyncio.AbstractEventLoop
+    server: Any
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/stream"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            fut = asyncio.run_coroutine_threadsafe(self.server.stop(timeout=10), self.loop)
+            try:
+                fut.result(timeout=30)
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self.thread.join(timeout=30)
+
+
+def start_server_thread(model: str = "standin", **settings: Any) -> ServerHandle:
+    """Start AsrServer on a free port; `settings` are ServerSettings fields (engine=StreamConfig(...) too)."""
+    from streaming_asr.server import AsrServer, ServerSettings
+
+    forward = standin_model() if model == "standin" else tiny_model()
+    settings.setdefault("port", 0)
+    server = AsrServer(forward, forward.info, ServerSettings(host="127.0.0.1", **settings))
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    error: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(server.start())
+        except BaseException as exc:  # noqa: BLE001
+            error.append(exc)
+            started.set()
+            return
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, name="asr-server", daemon=True)
+    thread.start()
+    started.wait(60)
+    if error:
+        raise error[0]
+    return ServerHandle(server.port, thread, loop, server)
