@@ -28,7 +28,7 @@ __all__ = ["PhraseMatch", "PhraseBiaser", "forced_align", "aligned_words", "norm
 NEG_INF = float("-inf")
 
 #: Default bonus (nats) per matched phrase character; see docs/phrases.md for how it was chosen.
-DEFAULT_BOOST = 1.0
+DEFAULT_BOOST = 1.5
 #: Default minimum similarity for :meth:`PhraseBiaser.find`.
 DEFAULT_MIN_SCORE = 0.7
 #: Per frame, only the TOP_K most likely tokens whose log-prob exceeds MIN_TOKEN_LOG_PROB extend
@@ -74,16 +74,19 @@ def _alphabet(vocab: Sequence[str], blank_id: int, delimiter_id: int) -> dict[st
 
 
 def normalize_phrase(phrase: str, alphabet: dict[str, int]) -> list[str]:
-    """Upper-case ``phrase`` and split it into words of vocabulary characters.
+    """Split ``phrase`` into words of vocabulary characters, in the vocabulary's case (upper
+    case for wav2vec2).
 
     Whitespace, ``-``, ``_``, ``/`` and ``|`` separate words; any other character the vocabulary
     lacks (digits, punctuation) is dropped, so "Set a timer, 10 min" -> ["SET", "A", "TIMER", "MIN"].
     """
     words: list[str] = []
     current: list[str] = []
-    for ch in phrase.upper():
-        if ch in alphabet:
-            current.append(ch)
+    for ch in phrase:
+        if ch.upper() in alphabet:
+            current.append(ch.upper())
+        elif ch.lower() in alphabet:
+            current.append(ch.lower())
         elif ch.isspace() or ch in "-_/|":
             if current:
                 words.append("".join(current))
@@ -217,6 +220,16 @@ class PhraseBiaser:
         # Each phrase ends with a delimiter, so it only completes at a word end ("LIGHT" is not
         # credited inside "LIGHTNING"); a segment end counts as a word end too.
         sequences = [self._labels_of(words) + [delimiter_id] for _, words in self.phrases]
+        # For find(): phrase texts, word counts, lengths and character counts (column 0: space).
+        self._targets = [" ".join(words) for _, words in self.phrases]
+        self._char_cols = {ch: j + 1 for j, ch in enumerate(sorted(self._alphabet))}
+        self._char_cols[" "] = 0
+        self._target_k = np.array([len(w) for _, w in self.phrases] or [0], dtype=np.int32)
+        self._target_len = np.array([len(t) for t in self._targets], dtype=np.int32)
+        self._target_counts = np.zeros((len(self._targets), len(self._char_cols)), dtype=np.int32)
+        for i, t in enumerate(self._targets):
+            for ch in t:
+                self._target_counts[i, self._char_cols[ch]] += 1
         self._trie = _Trie(sequences if self.boost > 0 else [], self.boost, delimiter_id)
 
     def _labels_of(self, words: Sequence[str]) -> list[int]:
@@ -372,25 +385,15 @@ class PhraseBiaser:
         best first."""
         if not self.phrases or not words:
             return []
-        tokens = [w[0].upper() for w in words]
-        n = len(tokens)
-        candidates: list[tuple[float, int, int, int]] = []  # (score, first, last, phrase index)
-        for pi, (_, pwords) in enumerate(self.phrases):
-            target = " ".join(pwords)
-            k = len(pwords)
-            for size in range(max(1, k - 2), k + 3):
-                for i in range(0, n - size + 1):
-                    window = " ".join(tokens[i : i + size])
-                    longest = max(len(window), len(target))
-                    # The length difference bounds the edit distance from below: skip early.
-                    if 1.0 - abs(len(window) - len(target)) / longest < self.min_score:
-                        continue
-                    score = _match_score(window, target)
-                    if score >= self.min_score:
-                        candidates.append((score, i, i + size - 1, pi))
+        tokens = [" ".join(normalize_phrase(w[0], self._alphabet)) for w in words]
+        candidates = [
+            (score, first, last, pi)
+            for first, last, pi, window in self._plausible_windows(tokens)
+            if (score := _match_score(window, self._targets[pi], self.min_score)) >= self.min_score
+        ]
         # Best first; ties prefer the longer window, then the earlier one.
         candidates.sort(key=lambda c: (-c[0], -(c[2] - c[1]), c[1]))
-        used = [False] * n
+        used = [False] * len(tokens)
         matches: list[PhraseMatch] = []
         for score, first, last, pi in candidates:
             if any(used[first : last + 1]):
@@ -403,10 +406,48 @@ class PhraseBiaser:
         return matches
 
 
-def _match_score(hyp: str, ref: str) -> float:
+    def _plausible_windows(self, tokens: list[str]) -> list[tuple[int, int, int, str]]:
+        """(first word, last word, phrase index, window text) for every window of k-2..k+2 words
+        (k = the phrase's word count) that can still reach ``min_score``: the length difference
+        and the character-count difference both bound the edit distance from below, and numpy
+        checks them for all windows and phrases at once (sessions may hold 1000 phrases)."""
+        n = len(tokens)
+        cols = self._char_cols
+        counts = np.zeros((n + 1, len(cols) + 1), dtype=np.int32)  # cumulative; last col: length
+        for i, tok in enumerate(tokens):
+            for ch in tok:
+                counts[i + 1, cols.get(ch, 0)] += 1
+            counts[i + 1, -1] = len(tok)
+        counts = np.cumsum(counts, axis=0)
+        out: list[tuple[int, int, int, str]] = []
+        for size in range(1, min(n, int(self._target_k.max()) + 2) + 1):
+            phr = np.flatnonzero(np.abs(self._target_k - size) <= 2)
+            if phr.size == 0:
+                continue
+            starts = np.arange(n - size + 1)
+            win = counts[starts + size] - counts[starts]
+            win[:, 0] += size - 1  # spaces between the window's words
+            w_len = win[:, -1] + size - 1
+            t_len = self._target_len[phr]
+            longest = np.maximum(w_len[:, None], t_len[None, :])
+            ok = np.abs(w_len[:, None] - t_len[None, :]) <= (1.0 - self.min_score) * longest
+            wi, pj = np.nonzero(ok)
+            if wi.size == 0:
+                continue
+            diff = win[wi, :-1] - self._target_counts[phr[pj]]
+            bound = np.maximum(np.clip(diff, 0, None).sum(1), np.clip(-diff, 0, None).sum(1))
+            keep = bound <= (1.0 - self.min_score) * longest[wi, pj]
+            for i, p in zip(wi[keep].tolist(), phr[pj[keep]].tolist()):
+                out.append((i, i + size - 1, p, " ".join(tokens[i : i + size])))
+        return out
+
+
+def _match_score(hyp: str, ref: str, floor: float = 0.0) -> float:
     """1 - edit_distance/max_len of two space-joined word strings; 0 if some content word of
-    ``ref`` (over 3 letters) is mostly unmatched in the alignment."""
+    ``ref`` (over 3 letters) is mostly unmatched in the alignment, or once the score is sure to
+    fall below ``floor``."""
     la, lb = len(hyp), len(ref)
+    limit = (1.0 - floor) * max(la, lb, 1)  # largest edit distance that can still reach floor
     # dp[i][j]: edit distance hyp[:i] vs ref[:j]
     dp = [[0] * (lb + 1) for _ in range(la + 1)]
     for j in range(lb + 1):
@@ -417,6 +458,8 @@ def _match_score(hyp: str, ref: str) -> float:
         a = hyp[i - 1]
         for j in range(1, lb + 1):
             row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a != ref[j - 1]))
+        if min(row) > limit:  # row minima never decrease: the distance is already too large
+            return 0.0
     dist = dp[la][lb]
     # Backtrace: which ref characters were matched exactly.
     matched = [False] * lb

@@ -87,6 +87,7 @@ class StreamingSession:
         self.rescorer = rescorer
         self.on_commit = on_commit  # sees every committed (first_frame, log_probs) piece: tests, benches
         self._buf = np.zeros(0, dtype=np.float32)
+        self._pending: list[np.ndarray] = []
         self._buf_start = 0  # stream sample index of _buf[0]
         self.total_samples = 0
         self.next_frame = 0
@@ -109,7 +110,7 @@ class StreamingSession:
             raise SessionError("push() after finish()")
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if samples.size:
-            self._buf = np.concatenate([self._buf, samples])
+            self._pending.append(samples.copy())  # joined lazily: pushing 1 sample at a time stays O(n)
             self.total_samples += samples.size
 
     def finalize(self, reason: str = "finalize") -> None:
@@ -134,6 +135,11 @@ class StreamingSession:
         return self._flush_reason is not None
 
     @property
+    def buffered_samples(self) -> int:
+        """Samples held in memory (bounded by the window size plus unprocessed input)."""
+        return self._buf.size + sum(p.size for p in self._pending)
+
+    @property
     def backlog_seconds(self) -> float:
         """Audio received but not yet committed."""
         done = self.info.samples_for(self.next_frame) if self.next_frame else 0
@@ -154,9 +160,13 @@ class StreamingSession:
         if plan is None:
             return None
         own_end, tail_end, forced = plan
+        if self._pending:
+            self._buf = np.concatenate([self._buf, *self._pending])
+            self._pending = []
         first = max(0, self.next_frame - self.geo.left)
         start = first * self.info.frame_stride - self._buf_start
-        end = self.info.samples_for(tail_end) - self._buf_start
+        # a flush window runs to the last sample so its normalisation sees what offline sees
+        end = (self.total_samples if forced else self.info.samples_for(tail_end)) - self._buf_start
         if start < 0 or end > self._buf.size:
             raise SessionError("window outside the buffered audio")  # cannot happen: buffer invariant
         win = Window(self.info.normalize(self._buf[start:end]), first, self.next_frame, own_end, tail_end, forced)
