@@ -208,7 +208,7 @@ class Connection:
             self._log(logging.ERROR, "internal_error", error=repr(exc))
             log.exception("session %s failed", self.id)
             await self._send({"type": "error", "code": "internal_error", "message": str(exc), "fatal": True})
-            await self.ws.close(CLOSE_INTERNAL, "internal error")
+            await self._close(CLOSE_INTERNAL, "internal error")
         finally:
             if self._pump is not None:
                 if self.ended is None:
@@ -235,18 +235,14 @@ class Connection:
             else:
                 await self._on_text(message)
             if self.errors > MAX_NONFATAL_ERRORS:
-                await self._send({"type": "error", "code": "too_many_errors", "fatal": True,
-                                  "message": f"more than {MAX_NONFATAL_ERRORS} protocol errors"})
-                if self.session is not None:
-                    self._end("disconnect")
-                    await self._done.wait()
-                await self.ws.close(CLOSE_POLICY, "too many errors")
+                await self._fatal_end("error", "too_many_errors", f"more than {MAX_NONFATAL_ERRORS} protocol errors",
+                                      CLOSE_POLICY)
                 return
         if self.ended == "stop":
             await self._done.wait()
             await self._send({"type": "closed", "reason": "stop", "audio_s": self._audio_s(),
                               "segments": self.finals})
-            await self.ws.close(CLOSE_NORMAL, "stop")
+            await self._close(CLOSE_NORMAL, "stop")
 
     async def _on_text(self, text: str) -> None:
         if len(text) > self.settings.max_message_bytes:
@@ -349,7 +345,23 @@ class Connection:
         else:
             self.ended = final_reason
         await self._send({"type": "error", "code": code, "message": message, "fatal": True})
-        await self.ws.close(close_code, code)
+        await self._close(close_code, code)
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Close, discarding what the client still sends: unread frames would stall the close handshake."""
+
+        async def discard() -> None:
+            try:
+                while True:
+                    await self.ws.recv()
+            except (ConnectionClosed, RuntimeError):
+                pass
+
+        drainer = asyncio.get_running_loop().create_task(discard())
+        try:
+            await self.ws.close(code, reason)
+        finally:
+            drainer.cancel()
 
     async def shutdown(self) -> None:
         """Server stopping: last final (reason shutdown), then close 1001."""
