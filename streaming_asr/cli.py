@@ -18,6 +18,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="HF hub id or local directory with a CTC checkpoint (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none",
+                   help="CPU only: int8 dynamic quantisation of Linear layers, ~2x faster (default: none)")
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -88,7 +90,7 @@ def _transcribe(args: argparse.Namespace, config: StreamConfig) -> int:
     from .model import CtcModel
     from .offline import transcribe_offline, transcribe_streaming
 
-    model = CtcModel.load(args.model, device=args.device, threads=args.threads)
+    model = CtcModel.load(args.model, device=args.device, threads=args.threads, quantize=args.quantize == "int8")
     status = 0
     for path in args.files:
         try:

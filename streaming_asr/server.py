@@ -496,7 +496,7 @@ def settings_from_args(args: argparse.Namespace, config: StreamConfig) -> Server
 
 def serve_from_args(args: argparse.Namespace, config: StreamConfig) -> int:
     settings = settings_from_args(args, config)
-    model = CtcModel.load(args.model, device=args.device, threads=args.threads)
+    model = CtcModel.load(args.model, device=args.device, threads=args.threads, quantize=args.quantize == "int8")
     info = replace(model.info, name=args.model)
     return asyncio.run(run_until_signal(model, info, settings))
 

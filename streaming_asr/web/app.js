@@ -311,7 +311,7 @@ function onServerMessage(s, raw) {
 async function onClose(s, event) {
   session = null;
   if (s.stopSent || !wantRunning) {
-    finishStop();
+    finishStop(s);
     return;
   }
   keepPartialAsLine(s);
@@ -443,7 +443,7 @@ async function stop({ keepMessage = false } = {}) {
       stopTimer = setTimeout(() => {
         if (s.ws.readyState !== WebSocket.CLOSED) s.ws.close(1000);
         if (session === s) session = null;
-        finishStop();
+        finishStop(s);
       }, STOP_TIMEOUT_MS);
       return; // the server answers with the last final, `closed`, then closes: onClose -> finishStop
     }
@@ -455,15 +455,13 @@ async function stop({ keepMessage = false } = {}) {
   finishStop();
 }
 
-function finishStop() {
+/** The session is over (or given up on): release everything; an unanswered partial stays as a marked line. */
+function finishStop(s = null) {
   clearTimeout(stopTimer);
   stopTimer = null;
   if (wantRunning) return;
   capture.stop();
-  if (partial) {
-    partial = null;
-    renderPartial();
-  }
+  keepPartialAsLine(s);
   setPhase(ui.body.dataset.error && phase === "error" ? "error" : "idle");
 }
 

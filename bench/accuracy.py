@@ -1,0 +1,337 @@
+"""Accuracy vs latency vs compute of the streaming engine, per window geometry, in one run.
+
+    python bench/accuracy.py                # all of ../shared/data/tts-dev, the full grid (~5 min)
+    python bench/accuracy.py --quick        # 40 files, 4 settings
+
+Recognition uses the stand-in model (../shared/models/tts-ctc-small). Time is simulated on the
+audio clock: audio arrives in 20 ms pushes in real time; each window starts when its audio has
+arrived and the (single-stream) model is free, and takes as long as the *base-size* architecture
+(`Wav2Vec2ForCTC(Wav2Vec2Config())`, random weights, measured here on this machine's CPU threads)
+needs for a window of that length. So latencies and real-time factors are those of base-960h, the
+words are those of the stand-in.
+
+Per setting: WER (streaming and offline, against the references), CER streaming vs offline,
+word-emission latency (audio time a word ends -> time its final spelling first shows in a partial,
+or its final if never in a partial), real-time factor (base-size compute / audio), how often a word
+shown in a partial is later revised, and whether any partial's stable prefix was broken.
+Anchor in the same run: transformers' `pipeline("automatic-speech-recognition", chunk_length_s,
+stride_length_s)` on the same files, with the latency it would have if fed live audio chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from report import machine, markdown_table, update_readme, write_json  # noqa: E402
+
+from streaming_asr.audio import read_audio  # noqa: E402
+from streaming_asr.config import StreamConfig  # noqa: E402
+from streaming_asr.events import Final, Partial  # noqa: E402
+from streaming_asr.model import CtcModel  # noqa: E402
+from streaming_asr.offline import transcribe_offline  # noqa: E402
+from streaming_asr.session import StreamingSession  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+STANDIN = SHARED / "models" / "tts-ctc-small"
+TTS_DEV = SHARED / "data" / "tts-dev"
+DEFAULT = StreamConfig()
+PUSH_S = 0.02
+
+# (left, chunk, lookahead) seconds; the default first
+GRID = [
+    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s),
+    (1.6, 0.96, 0.0), (1.6, 0.96, 0.16), (1.6, 0.96, 0.64),
+    (0.8, 0.96, 0.32), (3.2, 0.96, 0.32),
+    (1.6, 0.48, 0.32), (1.6, 0.64, 0.32), (1.6, 1.28, 0.32), (2.0, 2.0, 0.48),
+    (1.0, 0.48, 0.16), (1.28, 0.64, 0.24),
+]
+QUICK_GRID = [GRID[0], (1.6, 0.96, 0.0), (1.6, 0.48, 0.32), (1.6, 1.28, 0.32)]
+HF_ANCHORS = [(10.0, 4.0, 2.0), (4.0, 1.0, 1.0)]  # (chunk_length_s, stride left, stride right)
+
+
+def edit_distance(a: list[str] | str, b: list[str] | str) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def corpus_wer(refs: list[str], hyps: list[str]) -> float:
+    errs = sum(edit_distance(r.split(), h.split()) for r, h in zip(refs, hyps))
+    return errs / max(1, sum(len(r.split()) for r in refs))
+
+
+def corpus_cer(refs: list[str], hyps: list[str]) -> float:
+    return sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / max(1, sum(len(r) for r in refs))
+
+
+class ComputeModel:
+    """Seconds the base-size architecture needs per window length, measured then interpolated."""
+
+    def __init__(self, threads: int, reps: int = 3, quantize: bool = False) -> None:
+        import torch
+        from transformers import Wav2Vec2Config
+
+        torch.set_num_threads(threads)
+        self.model = CtcModel.from_config(Wav2Vec2Config(), name="base-random", quantize=quantize)
+        self.lengths: list[int] = []
+        self.times: list[float] = []
+        self.reps = reps
+        self.model([np.zeros(16000, np.float32)])  # warm-up
+
+    def measure(self, seconds: list[float]) -> None:
+        for s in sorted(set(seconds)):
+            n = int(s * 16000)
+            x = np.random.default_rng(0).normal(0, 0.1, n).astype(np.float32)
+            runs = []
+            for _ in range(self.reps):
+                t = time.perf_counter()
+                self.model([x])
+                runs.append(time.perf_counter() - t)
+            self.lengths.append(n)
+            self.times.append(statistics.median(runs))
+        order = np.argsort(self.lengths)
+        self.lengths = list(np.array(self.lengths)[order])
+        self.times = list(np.array(self.times)[order])
+
+    def __call__(self, samples: int) -> float:
+        return float(np.interp(samples, self.lengths, self.times))
+
+
+@dataclass
+class FileRun:
+    text: str
+    latencies: list[float]
+    appears: list[float]
+    shown: int
+    revised: int
+    broken_stable: int
+    compute_s: float
+    audio_s: float
+    windows: int
+
+
+def stream_file(model: CtcModel, audio: np.ndarray, cfg: StreamConfig, compute: Callable[[int], float]) -> FileRun:
+    info = model.info
+    sr = info.sample_rate
+    session = StreamingSession(info, cfg)
+    free_at = 0.0
+    busy = 0.0
+    windows = 0
+    log: list[tuple[float, Partial | Final]] = []
+    push = int(PUSH_S * sr)
+
+    def run_ready(now: float) -> None:
+        nonlocal free_at, busy, windows
+        while (win := session.next_window()) is not None:
+            lp = model([win.audio])[0]
+            cost = compute(win.audio.size)
+            busy += cost
+            windows += 1
+            free_at = max(now, free_at) + cost
+            session.accept(win, lp)
+            log.extend((free_at, ev) for ev in session.pop_events())
+
+    for start in range(0, audio.size, push):
+        session.push(audio[start:start + push])
+        run_ready(min(audio.size, start + push) / sr)
+    session.finish()
+    run_ready(audio.size / sr)
+    log.extend((free_at, ev) for ev in session.pop_events())
+
+    latencies: list[float] = []
+    appears: list[float] = []
+    shown = revised = broken = 0
+    finals = [(t, ev) for t, ev in log if isinstance(ev, Final)]
+    for t_final, fin in finals:
+        partials = [(t, ev) for t, ev in log if isinstance(ev, Partial) and ev.segment == fin.segment]
+        final_words = [w.word for w in fin.words]
+        seen: set[tuple[int, str]] = set()
+        for _, p in partials:
+            if not fin.text.startswith(p.text[:p.stable]):
+                broken += 1
+            seen.update(enumerate(p.text.split()))
+        shown += len(seen)
+        revised += sum(1 for i, w in seen if i >= len(final_words) or final_words[i] != w)
+        split = [(t, p.text.split()) for t, p in partials]
+        for i, w in enumerate(fin.words):
+            first = next((t for t, ws in split if len(ws) > i and ws[i] == w.word), t_final)
+            latencies.append(first - w.end)
+            near = next((t for t, ws in split if len(ws) > i and _close(ws[i], w.word)), t_final)
+            appears.append(near - w.end)
+    text = " ".join(f.text for _, f in finals if f.text)
+    return FileRun(text, latencies, appears, shown, revised, broken, busy, audio.size / sr, windows)
+
+
+def _close(shown: str, final: str) -> bool:
+    """The shown word is the final word give or take the weak model's spelling (CER <= 0.5)."""
+    return edit_distance(shown, final) <= 0.5 * len(final)
+
+
+def run_setting(model: CtcModel, files: list[tuple[np.ndarray, str]], offline: list[str],
+                cfg: StreamConfig, compute: ComputeModel) -> dict[str, Any]:
+    runs = [stream_file(model, audio, cfg, compute) for audio, _ in files]
+    refs = [ref for _, ref in files]
+    lat = np.array([x for r in runs for x in r.latencies])
+    appear = np.array([x for r in runs for x in r.appears])
+    shown = sum(r.shown for r in runs)
+    return {
+        "left_context_s": cfg.left_context_s, "chunk_s": cfg.chunk_s, "lookahead_s": cfg.lookahead_s,
+        "wer": round(corpus_wer(refs, [r.text for r in runs]), 4),
+        "wer_offline": round(corpus_wer(refs, offline), 4),
+        "cer_vs_offline": round(corpus_cer(offline, [r.text for r in runs]), 4),
+        "latency_p50_ms": round(float(np.median(lat)) * 1000) if lat.size else None,
+        "latency_p95_ms": round(float(np.percentile(lat, 95)) * 1000) if lat.size else None,
+        "appear_p50_ms": round(float(np.median(appear)) * 1000) if appear.size else None,
+        "rtf_base": round(sum(r.compute_s for r in runs) / sum(r.audio_s for r in runs), 3),
+        "revised_share": round(sum(r.revised for r in runs) / max(1, shown), 3),
+        "broken_stable_prefixes": sum(r.broken_stable for r in runs),
+        "windows": sum(r.windows for r in runs),
+    }
+
+
+def hf_anchor(files: list[tuple[np.ndarray, str]], offline_words: list[list[float]], chunk: float,
+              left: float, right: float, compute: ComputeModel) -> dict[str, Any]:
+    """transformers' own chunked pipeline on the same files; latency if fed live chunk by chunk."""
+    from transformers import pipeline
+
+    asr = pipeline("automatic-speech-recognition", model=str(STANDIN), device="cpu")
+    hyps = [asr({"raw": a, "sampling_rate": 16000}, chunk_length_s=chunk, stride_length_s=(left, right))["text"]
+            for a, _ in files]
+    step = chunk - left - right
+    cost = compute(int(chunk * 16000))
+    lat = []
+    for (audio, _), word_ends in zip(files, offline_words):
+        dur = audio.size / 16000
+        for end in word_ends:
+            # the first chunk whose kept part holds the word end; emitted when that chunk has fully arrived
+            i = max(0, int(np.ceil((end - (chunk - right)) / step)))
+            arrival = min(dur, i * step + chunk)
+            lat.append(arrival + min(cost, compute(int(min(chunk, dur) * 16000))) - end)
+    refs = [r for _, r in files]
+    return {"anchor": f"HF pipeline chunk_length_s={chunk:g}, stride=({left:g},{right:g})",
+            "wer": round(corpus_wer(refs, hyps), 4), "latency_p50_ms": round(float(np.median(lat)) * 1000),
+            "latency_p95_ms": round(float(np.percentile(lat, 95)) * 1000),
+            "rtf_base": round(compute(int(chunk * 16000)) / step, 3)}
+
+
+def plot(rows: list[dict[str, Any]], anchors: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for i, r in enumerate(rows):
+        marker, color = ("*", "crimson") if i == 0 else ("o", "tab:blue")
+        ax.scatter(r["latency_p50_ms"], r["wer"], marker=marker, s=140 if i == 0 else 40, color=color, zorder=3)
+        ax.annotate(f"L{r['left_context_s']:g}/C{r['chunk_s']:g}/R{r['lookahead_s']:g}\nRTF {r['rtf_base']:.2f}",
+                    (r["latency_p50_ms"], r["wer"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    for a in anchors:
+        ax.scatter(a["latency_p50_ms"], a["wer"], marker="s", color="tab:gray", zorder=3)
+        ax.annotate(a["anchor"].replace("HF pipeline ", "HF "), (a["latency_p50_ms"], a["wer"]), fontsize=7,
+                    xytext=(4, -10), textcoords="offset points")
+    ax.axhline(rows[0]["wer_offline"], color="green", ls="--", lw=1, label="offline (whole utterance)")
+    ax.set_xscale("log")
+    ax.set_xlabel("median word-emission latency, ms (base-size compute, log scale)")
+    ax.set_ylabel("WER vs reference (stand-in model)")
+    ax.set_title("Streaming geometry: accuracy vs latency (star = default; L/C/R = left/chunk/look-ahead s)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="40 files and 4 settings")
+    ap.add_argument("--limit", type=int, default=None, help="use the first N files")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for the base-size timing (2)")
+    ap.add_argument("--no-readme", action="store_true", help="do not rewrite README's table")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with open(TTS_DEV / "manifest.tsv", newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    limit = args.limit or (40 if args.quick else None)
+    rows = rows[:limit] if limit else rows
+    grid = QUICK_GRID if args.quick else GRID
+    model = CtcModel.load(str(STANDIN), device="cpu")
+    files = [(read_audio(TTS_DEV / r["wav"], 16000)[0], r["reference"]) for r in rows]
+    audio_s = sum(a.size for a, _ in files) / 16000
+    print(f"{len(files)} files, {audio_s / 60:.1f} min of audio, {len(grid)} settings", file=sys.stderr)
+
+    compute = ComputeModel(args.threads)
+    lengths = {0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0}
+    lengths |= {round(le + c + r + 0.005, 3) for le, c, r in grid}
+    compute.measure(sorted(lengths))
+
+    offline_results = [transcribe_offline(model, model.info, a) for a, _ in files]
+    offline = [t.text for t in offline_results]
+    offline_word_ends = [[w.end for f in t.finals for w in f.words] for t in offline_results]
+
+    results = []
+    for left, chunk, ahead in grid:
+        cfg = StreamConfig(chunk_s=chunk, left_context_s=left, lookahead_s=ahead)
+        t0 = time.perf_counter()
+        res = run_setting(model, files, offline, cfg, compute)
+        res["default"] = (left, chunk, ahead) == GRID[0]
+        results.append(res)
+        print(f"  L{left} C{chunk} R{ahead}: WER {res['wer']} p50 {res['latency_p50_ms']} ms "
+              f"RTF {res['rtf_base']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    anchors = [hf_anchor(files, offline_word_ends, c, le, r, compute) for c, le, r in HF_ANCHORS]
+
+    for r in results:
+        r["setting"] = f"{r['left_context_s']:g} / {r['chunk_s']:g} / {r['lookahead_s']:g}" + \
+            (" **(default)**" if r["default"] else "")
+        r["wer_rel"] = f"{(r['wer'] / r['wer_offline'] - 1) * 100:+.1f} %"
+    cols = [("setting", "left / chunk / look-ahead (s)"), ("wer", "WER"), ("wer_rel", "vs offline"),
+            ("cer_vs_offline", "CER vs offline"), ("latency_p50_ms", "word latency p50 (ms)"),
+            ("latency_p95_ms", "p95 (ms)"), ("rtf_base", "compute / audio (base, 2 thr)"),
+            ("revised_share", "partial words revised")]
+    table = markdown_table(results, cols)
+    anchor_rows = [{"setting": a["anchor"], "wer": a["wer"], "wer_rel": f"{(a['wer'] / results[0]['wer_offline'] - 1) * 100:+.1f} %",
+                    "cer_vs_offline": "", "latency_p50_ms": a["latency_p50_ms"], "latency_p95_ms": a["latency_p95_ms"],
+                    "rtf_base": a["rtf_base"], "revised_share": ""} for a in anchors]
+    table += "\n" + "\n".join(markdown_table(anchor_rows, cols).splitlines()[2:])
+    offline_wer = results[0]["wer_offline"]
+    summary = (f"{len(files)} tts-dev files ({audio_s / 60:.1f} min), stand-in model; offline WER {offline_wer}. "
+               f"Latency and compute are base-960h-sized (random-weight `Wav2Vec2Config()`), {args.threads} CPU "
+               f"threads, single stream; latency = word end -> its final spelling first shown.")
+    print(table)
+    print(summary)
+
+    out = RESULTS_DIR = Path(__file__).resolve().parent / "results"
+    RESULTS_DIR.mkdir(exist_ok=True)
+    plot(results, anchors, out / "accuracy.png")
+    write_json("accuracy", {"machine": machine(), "files": len(files), "audio_s": round(audio_s, 1),
+                            "offline_wer": offline_wer, "settings": results, "anchors": anchors,
+                            "compute_table": {"samples": [int(x) for x in compute.lengths],
+                                              "seconds": [round(t, 4) for t in compute.times]}})
+    md = table + "\n\n" + summary + "\n\n![WER vs latency](bench/results/accuracy.png)\n"
+    (out / "accuracy.md").write_text(md)
+    if not args.quick and not args.limit and not args.no_readme:
+        update_readme("accuracy", md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
