@@ -262,6 +262,8 @@ class Connection:
         if kind in ("finalize", "stop"):
             if self.session is None:
                 return await self._error("not_started", f"'{kind}' before 'start'")
+            if self.ended is not None:
+                return None  # the session is already ending; its last final is on the way
             if kind == "finalize":
                 self.session.finalize("finalize")
                 self._work.set()
@@ -299,7 +301,8 @@ class Connection:
         await self._send({
             "type": "ready", "protocol": PROTOCOL_VERSION, "session_id": self.id, "model": info.name,
             "sample_rate": info.sample_rate, "input_sample_rate": fmt.sample_rate, "encoding": fmt.encoding,
-            "channels": fmt.channels, "frame_s": info.frame_seconds, **config.as_dict(),
+            "channels": fmt.channels, "frame_s": info.frame_seconds,
+            **{k: v for k, v in config.as_dict().items() if k != "max_catchup_chunks"},
             "interim_results": interim, "phrases": phrases,
         })
         self._log(logging.INFO, "start", rate=fmt.sample_rate, encoding=fmt.encoding, channels=fmt.channels,
@@ -308,6 +311,9 @@ class Connection:
     async def _on_audio(self, data: bytes) -> None:
         if self.session is None or self.audio is None:
             return await self._error("not_started", "audio before 'start'; frame rejected")
+        if self.ended is not None:  # after stop / while shutting down: the last final is already cut
+            self._log(logging.INFO, "audio_after_end", bytes=len(data), reason=self.ended)
+            return None
         if len(data) > self.settings.max_message_bytes:
             return await self._error("message_too_large", f"binary frame of {len(data)} bytes is over the "
                                                           f"{self.settings.max_message_bytes}-byte limit; rejected")

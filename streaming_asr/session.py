@@ -21,6 +21,7 @@ outbox read with `pop_events()`.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -92,7 +93,7 @@ class StreamingSession:
         self.total_samples = 0
         self.next_frame = 0
         self._in_flight: Window | None = None
-        self._flush_reason: str | None = None
+        self._flushes: deque[tuple[int, str]] = deque()  # (cut sample, reason), oldest first
         self._closed = False
         self._seg = self._new_segment(0, 0, GreedyDecoder(info.blank_id))
         self._last_speech_end: int | None = None  # frame after the last letter of the open segment
@@ -114,10 +115,14 @@ class StreamingSession:
             self.total_samples += samples.size
 
     def finalize(self, reason: str = "finalize") -> None:
-        """Close the open segment once all audio pushed so far is recognised (final reason `reason`)."""
+        """Close the open segment at the audio pushed so far (final reason `reason`).
+
+        The cut is where the stream is *now*: audio pushed later belongs to the next segment, even
+        if it arrives before the flush has been computed. Several flushes queue up in order.
+        """
         if self._closed:
             return
-        self._flush_reason = reason
+        self._flushes.append((self.total_samples, reason))
         self._maybe_complete_flush()
 
     def finish(self, reason: str = "stop") -> None:
@@ -128,11 +133,11 @@ class StreamingSession:
     @property
     def idle(self) -> bool:
         """Nothing to compute and nothing pending."""
-        return self._in_flight is None and self._flush_reason is None and self.next_window_ready() is False
+        return self._in_flight is None and not self._flushes and self.next_window_ready() is False
 
     @property
     def flushing(self) -> bool:
-        return self._flush_reason is not None
+        return bool(self._flushes)
 
     @property
     def buffered_samples(self) -> int:
@@ -159,30 +164,37 @@ class StreamingSession:
         plan = self._plan(max_chunks)
         if plan is None:
             return None
-        own_end, tail_end, forced = plan
+        own_end, tail_end, forced, end_sample = plan
         if self._pending:
             self._buf = np.concatenate([self._buf, *self._pending])
             self._pending = []
         first = max(0, self.next_frame - self.geo.left)
         start = first * self.info.frame_stride - self._buf_start
-        # a flush window runs to the last sample so its normalisation sees what offline sees
-        end = (self.total_samples if forced else self.info.samples_for(tail_end)) - self._buf_start
+        end = end_sample - self._buf_start
         if start < 0 or end > self._buf.size:
             raise SessionError("window outside the buffered audio")  # cannot happen: buffer invariant
         win = Window(self.info.normalize(self._buf[start:end]), first, self.next_frame, own_end, tail_end, forced)
         self._in_flight = win
         return win
 
-    def _plan(self, max_chunks: int) -> tuple[int, int, bool] | None:
+    def _cut_frame(self) -> int | None:
+        """Last frame (exclusive) of the segment a pending flush closes."""
+        return self.info.frames_for(self._flushes[0][0]) if self._flushes else None
+
+    def _plan(self, max_chunks: int) -> tuple[int, int, bool, int] | None:
+        """(own_end, tail_end, forced, end sample) of the next window, or None."""
         avail = self.available_frames()
         g = self.geo
+        cut = self._cut_frame()
         room = avail - self.next_frame - g.lookahead
-        if room >= g.chunk:
-            k = max(1, min(max_chunks, g.max_catchup, room // g.chunk))
+        limit = room if cut is None else min(room, cut - self.next_frame)  # never own frames past a cut
+        if limit >= g.chunk:
+            k = max(1, min(max_chunks, g.max_catchup, limit // g.chunk))
             own_end = self.next_frame + k * g.chunk
-            return own_end, own_end + g.lookahead, False
-        if self._flush_reason is not None and avail > self.next_frame:
-            return avail, avail, True
+            return own_end, own_end + g.lookahead, False, self.info.samples_for(own_end + g.lookahead)
+        if cut is not None and cut > self.next_frame:
+            # a flush window runs to the cut sample, so its normalisation sees what offline would
+            return cut, cut, True, self._flushes[0][0]
         return None
 
     def accept(self, window: Window, log_probs: np.ndarray) -> None:
@@ -197,8 +209,10 @@ class StreamingSession:
         self._commit(window.own_start, owned)
         self.next_frame = window.own_end
         self._trim_buffer()
+        cut = self._cut_frame()
         if not self._maybe_complete_flush() and self.interim_results:
-            tail = log_probs[window.own_end - off: window.tail_end - off]
+            tail_end = window.tail_end if cut is None else min(window.tail_end, cut)
+            tail = log_probs[window.own_end - off: max(window.own_end, tail_end) - off]
             self._emit_partial(tail, window.own_end)
 
     def run(self, forward: Callable[[Sequence[np.ndarray]], list[np.ndarray]], max_chunks: int = 1) -> list[Event]:
@@ -302,14 +316,13 @@ class StreamingSession:
         return _Segment(index, start, decoder)
 
     def _maybe_complete_flush(self) -> bool:
-        """Once all buffered audio is committed, close the segment a flush asked for."""
-        if self._flush_reason is None or self._in_flight is not None:
-            return False
-        if self.available_frames() > self.next_frame:
-            return False
-        reason, self._flush_reason = self._flush_reason, None
-        self._close_segment(reason, cut_frame=self.next_frame)
-        return True
+        """Close the segment(s) whose flush cut has been reached by the committed frames."""
+        done = False
+        while self._flushes and self._in_flight is None and self._cut_frame() <= self.next_frame:  # type: ignore[operator]
+            _, reason = self._flushes.popleft()
+            self._close_segment(reason, cut_frame=self.next_frame)
+            done = True
+        return done
 
     def _emit_partial(self, tail: np.ndarray, tail_first: int) -> None:
         committed = words_text(tokens_to_words(self._seg.decoder.tokens, self.info.vocab, self.info.delimiter_id))

@@ -301,3 +301,26 @@ def test_page_is_served_with_a_strict_csp(standin_server: Any) -> None:
     assert resp.status == 200 and "<html" in body.lower()
     assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
     assert resp.headers["Content-Type"].startswith("text/html")
+
+
+async def test_shutdown_while_the_client_keeps_streaming(server_factory: Any) -> None:
+    server = server_factory("tiny")
+    async with websockets.connect(server.ws_url) as ws:
+        await start(ws)
+
+        async def keep_sending() -> None:
+            try:
+                while True:
+                    await ws.send(b"\x01\x00" * 1600)
+                    await asyncio.sleep(0.01)
+            except websockets.ConnectionClosed:
+                pass
+
+        sender = asyncio.create_task(keep_sending())
+        await asyncio.sleep(0.3)
+        await asyncio.get_running_loop().run_in_executor(None, server.stop)
+        events = await drain(ws)
+        sender.cancel()
+    assert all(e.get("code") != "internal_error" for e in events), events
+    assert [e["type"] for e in events if e["type"] != "partial"][-2:] == ["final", "error"]
+    assert events[-1]["code"] == "shutting_down" and ws.close_code == 1001

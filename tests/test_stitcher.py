@@ -155,3 +155,17 @@ def test_memory_is_bounded_on_a_long_stream() -> None:
         peak = max(peak, session.buffered_samples, len(session._seg.decoder.tokens))
     window = (1.0 + 0.5 + 0.2) * 16000
     assert peak < window + 2 * piece.size
+
+
+def test_finalize_cuts_where_the_stream_is_even_if_more_audio_and_stop_follow_at_once() -> None:
+    """finalize, more audio and stop arrive before any window ran: two finals, split at the finalize."""
+    session = StreamingSession(INFO, StreamConfig(chunk_s=0.2, left_context_s=0.2, lookahead_s=0.1, **NO_ENDPOINT))
+    audio = label_audio("_AB_" * 5 + "___" + "BA_" * 4)
+    cut = 20 * 320 + 80
+    session.push(audio[:cut])
+    session.finalize()
+    session.push(audio[cut:])
+    session.finish()
+    finals = [e for e in session.run(label_forward) if isinstance(e, Final)]
+    assert [(f.segment, f.reason, f.text) for f in finals] == [(0, "finalize", "ABABABABAB"), (1, "stop", "BABABABA")]
+    assert finals[1].start >= finals[0].end
