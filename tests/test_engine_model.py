@@ -155,3 +155,27 @@ def test_unreachable_hub_says_how_to_pass_a_directory(tmp_path) -> None:  # type
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("streaming-asr: error:") and "--model ./model" in lines[-1]
     assert "Traceback" not in proc.stderr
+
+
+@standin
+def test_long_file_offline_uses_chunking_and_keeps_every_utterance() -> None:
+    model = standin_model()
+    clips = [read_audio(r["wav"], 16000)[0] for r in espeak_rows(6.0)[:9]]
+    gap = np.zeros(16000, np.float32)
+    audio = np.concatenate([x for c in clips for x in (c, gap)])
+    assert audio.size / 16000 > 30  # past the 25 s single window
+    windows: list[int] = []
+    result = transcribe_offline(lambda ws: (windows.append(len(ws[0])), model(ws))[1], model.info, audio)
+    assert len(windows) >= 2 and max(windows) <= 30 * 16000 + 400
+    per_clip = " ".join(transcribe_offline(model, model.info, c).text for c in clips)
+    assert cer(per_clip, result.text) < 0.15
+
+
+@standin
+def test_int8_quantised_model_still_recognises() -> None:
+    from helpers import STANDIN_MODEL
+
+    q = CtcModel.load(str(STANDIN_MODEL), device="cpu", quantize=True)
+    audio, _ = _file(0)
+    assert cer(transcribe_offline(standin_model(), standin_model().info, audio).text,
+               transcribe_streaming(q, q.info, audio).text) < 0.25
