@@ -42,6 +42,7 @@ from streaming_asr.events import Final, Partial  # noqa: E402
 from streaming_asr.model import CtcModel  # noqa: E402
 from streaming_asr.offline import transcribe_offline  # noqa: E402
 from streaming_asr.session import StreamingSession  # noqa: E402
+from streaming_asr.textmetrics import corpus_cer, corpus_wer, edit_distance  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STANDIN = SHARED / "models" / "tts-ctc-small"
@@ -59,25 +60,6 @@ GRID = [
 ]
 QUICK_GRID = [GRID[0], (1.6, 0.96, 0.0), (1.6, 0.48, 0.32), (1.6, 1.28, 0.32)]
 HF_ANCHORS = [(10.0, 4.0, 2.0), (4.0, 1.0, 1.0)]  # (chunk_length_s, stride left, stride right)
-
-
-def edit_distance(a: list[str] | str, b: list[str] | str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
-def corpus_wer(refs: list[str], hyps: list[str]) -> float:
-    errs = sum(edit_distance(r.split(), h.split()) for r, h in zip(refs, hyps))
-    return errs / max(1, sum(len(r.split()) for r in refs))
-
-
-def corpus_cer(refs: list[str], hyps: list[str]) -> float:
-    return sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / max(1, sum(len(r) for r in refs))
 
 
 class ComputeModel:

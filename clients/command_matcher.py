@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
+from streaming_asr.textmetrics import edit_distance
+
 Source = Literal["partial", "final", "server"]
 
 
@@ -76,15 +78,7 @@ def similarity(a: str, b: str) -> float:
     longest = max(len(a), len(b))
     if not a or not b:
         return 0.0
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    return 1.0 - previous[-1] / longest
+    return 1.0 - edit_distance(a, b) / longest
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from streaming_asr.textmetrics import cer, edit_distance, wer  # noqa: F401  (re-exported for tests)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
 STANDIN_MODEL = SHARED / "models" / "tts-ctc-small"
@@ -29,25 +31,6 @@ def tts_dev_rows() -> list[dict[str, Any]]:
 
 def espeak_rows(max_duration: float = 6.0) -> list[dict[str, Any]]:
     return [r for r in tts_dev_rows() if r["voice"].startswith("espeak") and r["duration_s"] <= max_duration]
-
-
-def edit_distance(a: list[str] | str, b: list[str] | str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
-def wer(ref: str, hyp: str) -> float:
-    r = ref.split()
-    return edit_distance(r, hyp.split()) / max(1, len(r))
-
-
-def cer(ref: str, hyp: str) -> float:
-    return edit_distance(ref, hyp) / max(1, len(ref))
 
 
 @lru_cache(maxsize=None)
