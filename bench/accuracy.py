@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import machine, markdown_table, update_readme, write_json  # noqa: E402
+from common import RESULTS, STANDIN_MODEL as STANDIN, TTS_DEV, machine_info, markdown_table, update_readme, write_results  # noqa: E402
 
 from streaming_asr.audio import read_audio  # noqa: E402
 from streaming_asr.config import StreamConfig  # noqa: E402
@@ -44,28 +43,27 @@ from streaming_asr.offline import transcribe_offline  # noqa: E402
 from streaming_asr.session import StreamingSession  # noqa: E402
 from streaming_asr.textmetrics import corpus_cer, corpus_wer, edit_distance  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-STANDIN = SHARED / "models" / "tts-ctc-small"
-TTS_DEV = SHARED / "data" / "tts-dev"
 DEFAULT = StreamConfig()
 PUSH_S = 0.02
 
-# (left, chunk, lookahead) seconds; the default first
+# (left, chunk, lookahead) seconds, fp32 or int8 (dynamic quantisation of Linear layers); the default first
 GRID = [
-    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s),
-    (1.6, 0.96, 0.0), (1.6, 0.96, 0.16), (1.6, 0.96, 0.64),
-    (0.8, 0.96, 0.32), (3.2, 0.96, 0.32),
-    (1.6, 0.48, 0.32), (1.6, 0.64, 0.32), (1.6, 1.28, 0.32), (2.0, 2.0, 0.48),
-    (1.0, 0.48, 0.16), (1.28, 0.64, 0.24),
+    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "fp32"),
+    (1.6, 0.96, 0.0, "fp32"), (1.6, 0.96, 0.16, "fp32"), (1.6, 0.96, 0.64, "fp32"),
+    (0.8, 0.96, 0.32, "fp32"), (3.2, 0.96, 0.32, "fp32"),
+    (1.6, 0.48, 0.32, "fp32"), (1.6, 0.64, 0.32, "fp32"), (1.6, 1.28, 0.32, "fp32"), (2.0, 2.0, 0.48, "fp32"),
+    (1.0, 0.48, 0.16, "fp32"), (1.28, 0.64, 0.24, "fp32"),
+    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "int8"),
+    (1.28, 0.64, 0.24, "int8"), (1.0, 0.48, 0.16, "int8"),
 ]
-QUICK_GRID = [GRID[0], (1.6, 0.96, 0.0), (1.6, 0.48, 0.32), (1.6, 1.28, 0.32)]
+QUICK_GRID = [GRID[0], GRID[1], GRID[6], GRID[12]]
 HF_ANCHORS = [(10.0, 4.0, 2.0), (4.0, 1.0, 1.0)]  # (chunk_length_s, stride left, stride right)
 
 
 class ComputeModel:
     """Seconds the base-size architecture needs per window length, measured then interpolated."""
 
-    def __init__(self, threads: int, reps: int = 3, quantize: bool = False) -> None:
+    def __init__(self, threads: int, reps: int = 5, quantize: bool = False) -> None:
         import torch
         from transformers import Wav2Vec2Config
 
@@ -86,7 +84,7 @@ class ComputeModel:
                 self.model([x])
                 runs.append(time.perf_counter() - t)
             self.lengths.append(n)
-            self.times.append(statistics.median(runs))
+            self.times.append(min(runs))  # the least disturbed run: robust to other load on the box
         order = np.argsort(self.lengths)
         self.lengths = list(np.array(self.lengths)[order])
         self.times = list(np.array(self.times)[order])
@@ -212,6 +210,11 @@ def hf_anchor(files: list[tuple[np.ndarray, str]], offline_words: list[list[floa
             "rtf_base": round(compute(int(chunk * 16000)) / step, 3)}
 
 
+def _cells(row: dict[str, Any]) -> dict[str, str]:
+    """Table cells as text (WER to 3 decimals; the shared formatter would round to 2)."""
+    return {k: (f"{v:.3f}" if isinstance(v, float) else "" if v is None else str(v)) for k, v in row.items()}
+
+
 def plot(rows: list[dict[str, Any]], anchors: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -220,9 +223,10 @@ def plot(rows: list[dict[str, Any]], anchors: list[dict[str, Any]], path: Path) 
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for i, r in enumerate(rows):
-        marker, color = ("*", "crimson") if i == 0 else ("o", "tab:blue")
+        marker, color = ("*", "crimson") if i == 0 else ("^", "tab:orange") if r["model"] == "int8" else ("o", "tab:blue")
         ax.scatter(r["latency_p50_ms"], r["wer"], marker=marker, s=140 if i == 0 else 40, color=color, zorder=3)
-        ax.annotate(f"L{r['left_context_s']:g}/C{r['chunk_s']:g}/R{r['lookahead_s']:g}\nRTF {r['rtf_base']:.2f}",
+        ax.annotate(f"L{r['left_context_s']:g}/C{r['chunk_s']:g}/R{r['lookahead_s']:g}"
+                    f"{' int8' if r['model'] == 'int8' else ''}\nRTF {r['rtf_base']:.2f}",
                     (r["latency_p50_ms"], r["wer"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
     for a in anchors:
         ax.scatter(a["latency_p50_ms"], a["wer"], marker="s", color="tab:gray", zorder=3)
@@ -261,53 +265,65 @@ def main() -> int:
     audio_s = sum(a.size for a, _ in files) / 16000
     print(f"{len(files)} files, {audio_s / 60:.1f} min of audio, {len(grid)} settings", file=sys.stderr)
 
-    compute = ComputeModel(args.threads)
     lengths = {0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0}
-    lengths |= {round(le + c + r + 0.005, 3) for le, c, r in grid}
-    compute.measure(sorted(lengths))
+    lengths |= {round(le + c + r + 0.005, 3) for le, c, r, _ in grid}
+    computes = {}
+    for quant in sorted({q for *_, q in grid}):
+        computes[quant] = ComputeModel(args.threads, quantize=quant == "int8")
+        computes[quant].measure(sorted(lengths))
+    compute = computes["fp32"]
+    models = {"fp32": model}
+    if "int8" in computes:
+        models["int8"] = CtcModel.load(str(STANDIN), device="cpu", quantize=True)
 
     offline_results = [transcribe_offline(model, model.info, a) for a, _ in files]
     offline = [t.text for t in offline_results]
     offline_word_ends = [[w.end for f in t.finals for w in f.words] for t in offline_results]
 
     results = []
-    for left, chunk, ahead in grid:
+    for left, chunk, ahead, quant in grid:
         cfg = StreamConfig(chunk_s=chunk, left_context_s=left, lookahead_s=ahead)
         t0 = time.perf_counter()
-        res = run_setting(model, files, offline, cfg, compute)
-        res["default"] = (left, chunk, ahead) == GRID[0]
+        res = run_setting(models[quant], files, offline, cfg, computes[quant])
+        res["model"] = quant
+        res["default"] = (left, chunk, ahead, quant) == GRID[0]
         results.append(res)
-        print(f"  L{left} C{chunk} R{ahead}: WER {res['wer']} p50 {res['latency_p50_ms']} ms "
+        print(f"  L{left} C{chunk} R{ahead} {quant}: WER {res['wer']} p50 {res['latency_p50_ms']} ms "
               f"RTF {res['rtf_base']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     anchors = [hf_anchor(files, offline_word_ends, c, le, r, compute) for c, le, r in HF_ANCHORS]
 
     for r in results:
         r["setting"] = f"{r['left_context_s']:g} / {r['chunk_s']:g} / {r['lookahead_s']:g}" + \
-            (" **(default)**" if r["default"] else "")
+            (" int8" if r["model"] == "int8" else "") + (" **(default)**" if r["default"] else "")
         r["wer_rel"] = f"{(r['wer'] / r['wer_offline'] - 1) * 100:+.1f} %"
     cols = [("setting", "left / chunk / look-ahead (s)"), ("wer", "WER"), ("wer_rel", "vs offline"),
             ("cer_vs_offline", "CER vs offline"), ("latency_p50_ms", "word latency p50 (ms)"),
-            ("latency_p95_ms", "p95 (ms)"), ("rtf_base", "compute / audio (base, 2 thr)"),
+            ("latency_p95_ms", "p95 (ms)"), ("appear_p50_ms", "word shown p50 (ms)"),
+            ("rtf_base", "compute / audio (base, 2 thr)"),
             ("revised_share", "partial words revised")]
-    table = markdown_table(results, cols)
+    table = markdown_table([_cells(r) for r in results], dict(cols))
     anchor_rows = [{"setting": a["anchor"], "wer": a["wer"], "wer_rel": f"{(a['wer'] / results[0]['wer_offline'] - 1) * 100:+.1f} %",
                     "cer_vs_offline": "", "latency_p50_ms": a["latency_p50_ms"], "latency_p95_ms": a["latency_p95_ms"],
+                    "appear_p50_ms": "",
                     "rtf_base": a["rtf_base"], "revised_share": ""} for a in anchors]
-    table += "\n" + "\n".join(markdown_table(anchor_rows, cols).splitlines()[2:])
+    table += "\n" + "\n".join(markdown_table([_cells(r) for r in anchor_rows], dict(cols)).splitlines()[2:])
     offline_wer = results[0]["wer_offline"]
     summary = (f"{len(files)} tts-dev files ({audio_s / 60:.1f} min), stand-in model; offline WER {offline_wer}. "
                f"Latency and compute are base-960h-sized (random-weight `Wav2Vec2Config()`), {args.threads} CPU "
-               f"threads, single stream; latency = word end -> its final spelling first shown.")
+               f"threads, single stream. Word latency: audio time a word ends -> its final spelling first shown "
+               f"(partial or final); 'word shown': first shown within 50 % CER of its final spelling "
+               f"(the stand-in's spellings flip more than a real model's).")
     print(table)
     print(summary)
 
-    out = RESULTS_DIR = Path(__file__).resolve().parent / "results"
-    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS
+    out.mkdir(exist_ok=True)
     plot(results, anchors, out / "accuracy.png")
-    write_json("accuracy", {"machine": machine(), "files": len(files), "audio_s": round(audio_s, 1),
+    write_results("accuracy", {"machine": machine_info(), "files": len(files), "audio_s": round(audio_s, 1),
                             "offline_wer": offline_wer, "settings": results, "anchors": anchors,
-                            "compute_table": {"samples": [int(x) for x in compute.lengths],
-                                              "seconds": [round(t, 4) for t in compute.times]}})
+                            "compute_table": {q: {"samples": [int(x) for x in c.lengths],
+                                                  "seconds": [round(t, 4) for t in c.times]}
+                                              for q, c in computes.items()}})
     md = table + "\n\n" + summary + "\n\n![WER vs latency](bench/results/accuracy.png)\n"
     (out / "accuracy.md").write_text(md)
     if not args.quick and not args.limit and not args.no_readme:

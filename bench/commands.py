@@ -60,7 +60,7 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from report import RESULTS, machine, markdown_table, update_readme, write_json  # noqa: E402
+from common import RESULTS, machine_info, markdown_table, update_readme, write_results  # noqa: E402
 
 from clients.asr_client import AsrClient, Final, Partial, run_session_tasks  # noqa: E402
 from clients.command_matcher import Command, CommandHit, normalize  # noqa: E402
@@ -480,7 +480,7 @@ def table(metrics: dict[str, dict[str, dict[str, Any]]], groups: Sequence[str]) 
             row[f"{g}A"], row[f"{g}B"] = cell(a, key, num, den), cell(b, key, num, den)
             row[f"{g}R"] = ratio(a[key], b[key])
         rows.append(row)
-    return markdown_table(rows, columns)
+    return markdown_table(rows, dict(columns))
 
 
 def voice_table(per_voice: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -496,9 +496,9 @@ def voice_table(per_voice: dict[str, dict[str, dict[str, Any]]]) -> str:
             "cA": f"{a['command_cer']:.2f}" if a["command_cer"] is not None else "—",
             "cB": f"{b['command_cer']:.2f}" if b["command_cer"] is not None else "—",
         })
-    return markdown_table(rows, [("voice", "voice"), ("A", "correct A"), ("B", "correct B"), ("wA", "wrong A"),
+    return markdown_table(rows, dict([("voice", "voice"), ("A", "correct A"), ("B", "correct B"), ("wA", "wrong A"),
                                  ("wB", "wrong B"), ("fA", "false trig. A"), ("fB", "false trig. B"),
-                                 ("cA", "cmd CER A"), ("cB", "cmd CER B")])
+                                 ("cA", "cmd CER A"), ("cB", "cmd CER B")]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -576,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     data = {
         "quick": args.quick,
-        "machine": machine(),
+        "machine": machine_info(),
         "tools": tools,
         "voices": [v.label for v in voices],
         "commands": COMMANDS,
@@ -599,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for u in utterances
         ],
     }
-    write_json("commands", data)
+    write_results("commands", data)
     (RESULTS / "commands.md").write_text(md + "\n")
     if not args.quick and not update_readme("commands", md):
         print("README has no bench:commands markers; wrote only the md file", file=sys.stderr)
