@@ -38,7 +38,7 @@ from common import RESULTS, STANDIN_MODEL as STANDIN, TTS_DEV, machine_info, mar
 from streaming_asr.audio import read_audio  # noqa: E402
 from streaming_asr.config import StreamConfig  # noqa: E402
 from streaming_asr.events import Final, Partial  # noqa: E402
-from streaming_asr.model import CtcModel  # noqa: E402
+from streaming_asr.model import CachedInput, CtcModel, ModelInput  # noqa: E402
 from streaming_asr.offline import transcribe_offline  # noqa: E402
 from streaming_asr.session import StreamingSession  # noqa: E402
 from streaming_asr.textmetrics import corpus_cer, corpus_wer, edit_distance  # noqa: E402
@@ -46,51 +46,59 @@ from streaming_asr.textmetrics import corpus_cer, corpus_wer, edit_distance  # n
 DEFAULT = StreamConfig()
 PUSH_S = 0.02
 
-# (left, chunk, lookahead) seconds, fp32 or int8 (dynamic quantisation of Linear layers); the default first
+# (left, chunk, lookahead) seconds and the model variant: fp32 or int8 (dynamic quantisation of Linear
+# layers), +cache = feature cache (CNN output reused for the left context); the default first
 GRID = [
     (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "fp32"),
     (1.6, 0.96, 0.0, "fp32"), (1.6, 0.96, 0.16, "fp32"), (1.6, 0.96, 0.64, "fp32"),
     (0.8, 0.96, 0.32, "fp32"), (3.2, 0.96, 0.32, "fp32"),
     (1.6, 0.48, 0.32, "fp32"), (1.6, 0.64, 0.32, "fp32"), (1.6, 1.28, 0.32, "fp32"), (2.0, 2.0, 0.48, "fp32"),
     (1.0, 0.48, 0.16, "fp32"), (1.28, 0.64, 0.24, "fp32"),
-    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "int8"),
-    (1.28, 0.64, 0.24, "int8"), (1.0, 0.48, 0.16, "int8"),
+    (1.6, 0.96, 0.32, "fp32+cache"), (1.6, 0.96, 0.32, "int8"), (1.6, 0.96, 0.32, "int8+cache"),
+    (1.6, 0.64, 0.24, "int8+cache"), (1.6, 0.48, 0.16, "int8+cache"), (1.28, 0.48, 0.24, "int8+cache"),
 ]
-QUICK_GRID = [GRID[0], GRID[1], GRID[6], GRID[12]]
+QUICK_GRID = [GRID[0], GRID[12], GRID[13], GRID[14]]
 HF_ANCHORS = [(10.0, 4.0, 2.0), (4.0, 1.0, 1.0)]  # (chunk_length_s, stride left, stride right)
 
 
 class ComputeModel:
-    """Seconds the base-size architecture needs per window length, measured then interpolated."""
+    """Seconds the base-size architecture needs for a window input, measured per shape on this CPU.
 
-    def __init__(self, threads: int, reps: int = 5, quantize: bool = False) -> None:
+    Shapes are bucketed (100 ms of audio, 5 frames of cached context) and each bucket is timed once
+    (best of `reps`: robust to other load on the machine).
+    """
+
+    def __init__(self, threads: int, reps: int = 3, quantize: bool = False) -> None:
         import torch
         from transformers import Wav2Vec2Config
 
         torch.set_num_threads(threads)
         self.model = CtcModel.from_config(Wav2Vec2Config(), name="base-random", quantize=quantize)
-        self.lengths: list[int] = []
-        self.times: list[float] = []
         self.reps = reps
+        self.table: dict[tuple[int, ...], float] = {}
         self.model([np.zeros(16000, np.float32)])  # warm-up
 
-    def measure(self, seconds: list[float]) -> None:
-        for s in sorted(set(seconds)):
-            n = int(s * 16000)
-            x = np.random.default_rng(0).normal(0, 0.1, n).astype(np.float32)
-            runs = []
-            for _ in range(self.reps):
-                t = time.perf_counter()
-                self.model([x])
-                runs.append(time.perf_counter() - t)
-            self.lengths.append(n)
-            self.times.append(min(runs))  # the least disturbed run: robust to other load on the box
-        order = np.argsort(self.lengths)
-        self.lengths = list(np.array(self.lengths)[order])
-        self.times = list(np.array(self.times)[order])
+    def __call__(self, item: ModelInput) -> float:
+        if isinstance(item, CachedInput):
+            key: tuple[int, ...] = (-(-len(item.audio) // 1600), -(-len(item.context) // 5))
+        else:
+            key = (-(-len(item) // 1600),)
+        if key not in self.table:
+            self.table[key] = self._time(key)
+        return self.table[key]
 
-    def __call__(self, samples: int) -> float:
-        return float(np.interp(samples, self.lengths, self.times))
+    def _time(self, key: tuple[int, ...]) -> float:
+        rng = np.random.default_rng(0)
+        audio = rng.normal(0, 0.1, key[0] * 1600 + 80).astype(np.float32)
+        item: ModelInput = audio
+        if len(key) == 2:
+            item = CachedInput(audio, rng.normal(0, 1, (key[1] * 5, self.model.feature_dim)).astype(np.float32))
+        runs = []
+        for _ in range(self.reps):
+            t = time.perf_counter()
+            self.model([item])
+            runs.append(time.perf_counter() - t)
+        return min(runs)
 
 
 @dataclass
@@ -106,7 +114,7 @@ class FileRun:
     windows: int
 
 
-def stream_file(model: CtcModel, audio: np.ndarray, cfg: StreamConfig, compute: Callable[[int], float]) -> FileRun:
+def stream_file(model: CtcModel, audio: np.ndarray, cfg: StreamConfig, compute: Callable[[ModelInput], float]) -> FileRun:
     info = model.info
     sr = info.sample_rate
     session = StreamingSession(info, cfg)
@@ -119,8 +127,8 @@ def stream_file(model: CtcModel, audio: np.ndarray, cfg: StreamConfig, compute: 
     def run_ready(now: float) -> None:
         nonlocal free_at, busy, windows
         while (win := session.next_window()) is not None:
-            lp = model([win.audio])[0]
-            cost = compute(win.audio.size)
+            lp = model([win.model_input])[0]
+            cost = compute(win.model_input)
             busy += cost
             windows += 1
             free_at = max(now, free_at) + cost
@@ -194,7 +202,7 @@ def hf_anchor(files: list[tuple[np.ndarray, str]], offline_words: list[list[floa
     hyps = [asr({"raw": a, "sampling_rate": 16000}, chunk_length_s=chunk, stride_length_s=(left, right))["text"]
             for a, _ in files]
     step = chunk - left - right
-    cost = compute(int(chunk * 16000))
+    cost = compute(np.zeros(int(chunk * 16000), np.float32))
     lat = []
     for (audio, _), word_ends in zip(files, offline_words):
         dur = audio.size / 16000
@@ -202,12 +210,12 @@ def hf_anchor(files: list[tuple[np.ndarray, str]], offline_words: list[list[floa
             # the first chunk whose kept part holds the word end; emitted when that chunk has fully arrived
             i = max(0, int(np.ceil((end - (chunk - right)) / step)))
             arrival = min(dur, i * step + chunk)
-            lat.append(arrival + min(cost, compute(int(min(chunk, dur) * 16000))) - end)
+            lat.append(arrival + min(cost, compute(np.zeros(int(min(chunk, dur) * 16000), np.float32))) - end)
     refs = [r for _, r in files]
     return {"anchor": f"HF pipeline chunk_length_s={chunk:g}, stride=({left:g},{right:g})",
             "wer": round(corpus_wer(refs, hyps), 4), "latency_p50_ms": round(float(np.median(lat)) * 1000),
             "latency_p95_ms": round(float(np.percentile(lat, 95)) * 1000),
-            "rtf_base": round(compute(int(chunk * 16000)) / step, 3)}
+            "rtf_base": round(cost / step, 3)}
 
 
 def _cells(row: dict[str, Any]) -> dict[str, str]:
@@ -223,10 +231,10 @@ def plot(rows: list[dict[str, Any]], anchors: list[dict[str, Any]], path: Path) 
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     for i, r in enumerate(rows):
-        marker, color = ("*", "crimson") if i == 0 else ("^", "tab:orange") if r["model"] == "int8" else ("o", "tab:blue")
+        marker, color = ("*", "crimson") if i == 0 else ("o", "tab:blue") if r["model"] == "fp32" else ("^", "tab:orange")
         ax.scatter(r["latency_p50_ms"], r["wer"], marker=marker, s=140 if i == 0 else 40, color=color, zorder=3)
         ax.annotate(f"L{r['left_context_s']:g}/C{r['chunk_s']:g}/R{r['lookahead_s']:g}"
-                    f"{' int8' if r['model'] == 'int8' else ''}\nRTF {r['rtf_base']:.2f}",
+                    f"{'' if r['model'] == 'fp32' else ' ' + r['model']}\nRTF {r['rtf_base']:.2f}",
                     (r["latency_p50_ms"], r["wer"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
     for a in anchors:
         ax.scatter(a["latency_p50_ms"], a["wer"], marker="s", color="tab:gray", zorder=3)
@@ -265,12 +273,7 @@ def main() -> int:
     audio_s = sum(a.size for a, _ in files) / 16000
     print(f"{len(files)} files, {audio_s / 60:.1f} min of audio, {len(grid)} settings", file=sys.stderr)
 
-    lengths = {0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0}
-    lengths |= {round(le + c + r + 0.005, 3) for le, c, r, _ in grid}
-    computes = {}
-    for quant in sorted({q for *_, q in grid}):
-        computes[quant] = ComputeModel(args.threads, quantize=quant == "int8")
-        computes[quant].measure(sorted(lengths))
+    computes = {q: ComputeModel(args.threads, quantize=q == "int8") for q in sorted({v.split("+")[0] for *_, v in grid})}
     compute = computes["fp32"]
     models = {"fp32": model}
     if "int8" in computes:
@@ -281,20 +284,21 @@ def main() -> int:
     offline_word_ends = [[w.end for f in t.finals for w in f.words] for t in offline_results]
 
     results = []
-    for left, chunk, ahead, quant in grid:
-        cfg = StreamConfig(chunk_s=chunk, left_context_s=left, lookahead_s=ahead)
+    for left, chunk, ahead, variant in grid:
+        quant = variant.split("+")[0]
+        cfg = StreamConfig(chunk_s=chunk, left_context_s=left, lookahead_s=ahead, feature_cache="cache" in variant)
         t0 = time.perf_counter()
         res = run_setting(models[quant], files, offline, cfg, computes[quant])
-        res["model"] = quant
-        res["default"] = (left, chunk, ahead, quant) == GRID[0]
+        res["model"] = variant
+        res["default"] = (left, chunk, ahead, variant) == GRID[0]
         results.append(res)
-        print(f"  L{left} C{chunk} R{ahead} {quant}: WER {res['wer']} p50 {res['latency_p50_ms']} ms "
+        print(f"  L{left} C{chunk} R{ahead} {variant}: WER {res['wer']} p50 {res['latency_p50_ms']} ms "
               f"RTF {res['rtf_base']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     anchors = [hf_anchor(files, offline_word_ends, c, le, r, compute) for c, le, r in HF_ANCHORS]
 
     for r in results:
         r["setting"] = f"{r['left_context_s']:g} / {r['chunk_s']:g} / {r['lookahead_s']:g}" + \
-            (" int8" if r["model"] == "int8" else "") + (" **(default)**" if r["default"] else "")
+            ("" if r["model"] == "fp32" else f" {r['model']}") + (" **(default)**" if r["default"] else "")
         r["wer_rel"] = f"{(r['wer'] / r['wer_offline'] - 1) * 100:+.1f} %"
     cols = [("setting", "left / chunk / look-ahead (s)"), ("wer", "WER"), ("wer_rel", "vs offline"),
             ("cer_vs_offline", "CER vs offline"), ("latency_p50_ms", "word latency p50 (ms)"),
@@ -321,8 +325,7 @@ def main() -> int:
     plot(results, anchors, out / "accuracy.png")
     write_results("accuracy", {"machine": machine_info(), "files": len(files), "audio_s": round(audio_s, 1),
                             "offline_wer": offline_wer, "settings": results, "anchors": anchors,
-                            "compute_table": {q: {"samples": [int(x) for x in c.lengths],
-                                                  "seconds": [round(t, 4) for t in c.times]}
+                            "compute_table": {q: {"x".join(map(str, k)): round(t, 4) for k, t in c.table.items()}
                                               for q, c in computes.items()}})
     md = table + "\n\n" + summary + "\n\n![WER vs latency](bench/results/accuracy.png)\n"
     (out / "accuracy.md").write_text(md)

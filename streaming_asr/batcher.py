@@ -1,8 +1,8 @@
 """Cross-session batching: the only part of the package that touches threads.
 
-Sessions `await batcher.infer(audio)`; a scheduler task collects requests from all sessions and
-runs them on one model thread as batched forwards. Requests are grouped by window length (no
-padding: it would change wav2vec2-base's output, see model.CtcModel). While a batch computes, new
+Sessions `await batcher.infer(window input)`; a scheduler task collects requests from all sessions
+and runs them on one model thread as batched forwards. Requests are grouped by shape (no padding:
+it would change wav2vec2-base's output, see model.CtcModel). While a batch computes, new
 requests queue up and form the next batch, so under load batches fill by themselves; when the
 model is idle the scheduler waits at most `max_wait_s` for company before running.
 """
@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-import numpy as np
+from .model import ModelInput, ModelOutput, batch_key
 
 log = logging.getLogger(__name__)
 
-ForwardFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+ForwardFn = Callable[[Sequence[ModelInput]], list[ModelOutput]]
 
 
 @dataclass
@@ -38,8 +38,8 @@ class BatchStats:
 
 @dataclass
 class _Request:
-    audio: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    item: ModelInput
+    future: asyncio.Future[ModelOutput]
 
 
 class Batcher:
@@ -77,12 +77,12 @@ class Batcher:
         self._pending.clear()
         self._executor.shutdown(wait=True)
 
-    async def infer(self, audio: np.ndarray) -> np.ndarray:
-        """Log-probs (frames, vocab) for one normalised window."""
+    async def infer(self, item: ModelInput) -> ModelOutput:
+        """The model's output for one window's input (see model.CtcModel.__call__)."""
         if self._task is None:
             raise RuntimeError("batcher not started")
-        fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(audio, fut))
+        fut: asyncio.Future[ModelOutput] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(item, fut))
         self._wakeup.set()
         return await fut
 
@@ -97,7 +97,7 @@ class Batcher:
             batch = self._take_batch()
             if not batch:
                 continue
-            audios = [r.audio for r in batch]
+            audios = [r.item for r in batch]
             t0 = time.perf_counter()
             try:
                 outs = await loop.run_in_executor(self._executor, self.forward, audios)
@@ -120,9 +120,9 @@ class Batcher:
         self._pending = [r for r in self._pending if not r.future.cancelled()]
         if not self._pending:
             return []
-        size = len(self._pending[0].audio)
+        key = batch_key(self._pending[0].item)
         batch, rest = [], []
         for r in self._pending:
-            (batch if len(r.audio) == size and len(batch) < self.max_batch else rest).append(r)
+            (batch if batch_key(r.item) == key and len(batch) < self.max_batch else rest).append(r)
         self._pending = rest
         return batch

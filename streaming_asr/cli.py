@@ -34,6 +34,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="non-speech seconds that close a segment, 0 = off (%(default)s)")
     g.add_argument("--max-segment", type=float, default=d.max_segment_s,
                    help="longest segment in seconds (%(default)s)")
+    g.add_argument("--feature-cache", action="store_true",
+                   help="reuse the CNN feature encoder's output for the left context instead of recomputing "
+                        "it each window (less compute; see README for the accuracy it costs)")
     g.add_argument("--max-catchup-chunks", type=int, default=d.max_catchup_chunks,
                    help="a session that fell behind may own this many chunks in one window; 1 makes "
                         "results independent of timing at some cost in throughput (%(default)s)")
@@ -42,7 +45,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 def engine_config(args: argparse.Namespace) -> StreamConfig:
     return StreamConfig(chunk_s=args.chunk, left_context_s=args.left_context, lookahead_s=args.lookahead,
                         endpoint_silence_s=args.endpoint_silence, max_segment_s=args.max_segment,
-                        max_catchup_chunks=args.max_catchup_chunks).validate()
+                        max_catchup_chunks=args.max_catchup_chunks, feature_cache=args.feature_cache).validate()
 
 
 def build_parser() -> argparse.ArgumentParser:

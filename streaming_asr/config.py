@@ -23,6 +23,7 @@ class StreamConfig:
     endpoint_silence_s: float = 0.8  # non-speech after speech that closes a segment (0: off)
     max_segment_s: float = 20.0  # longest segment before a forced final
     max_catchup_chunks: int = 4  # a session that fell behind may own this many chunks in one window
+    feature_cache: bool = False  # reuse the CNN feature encoder's output for the left context
 
     def validate(self, limits: "StreamLimits | None" = None) -> "StreamConfig":
         lim = limits or ENGINE_LIMITS
@@ -37,7 +38,7 @@ class StreamConfig:
 
     def with_options(self, options: Mapping[str, Any], limits: "StreamLimits | None" = None) -> "StreamConfig":
         """Apply client/CLI overrides (only the float fields named here), then validate."""
-        allowed = {f.name for f in fields(self) if f.name != "max_catchup_chunks"}
+        allowed = {f.name for f in fields(self) if f.name not in ("max_catchup_chunks", "feature_cache")}
         changes: dict[str, float] = {}
         for key, value in options.items():
             if key not in allowed or value is None:
@@ -47,7 +48,7 @@ class StreamConfig:
             changes[key] = float(value)
         return replace(self, **changes).validate(limits)
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
 
 

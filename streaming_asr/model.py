@@ -82,12 +82,36 @@ class ModelInfo:
         return ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class CachedInput:
+    """A window whose earlier frames' feature-encoder output is already known (feature cache).
+
+    Only `audio` (the new frames' samples, normalised on their own) goes through the CNN feature
+    encoder; `context` (frames x conv channels) is prepended before the transformer, which still
+    attends over the whole window.
+    """
+
+    audio: np.ndarray
+    context: np.ndarray
+
+
+ModelInput = np.ndarray | CachedInput
+ModelOutput = np.ndarray | tuple[np.ndarray, np.ndarray]  # log-probs, or (log-probs, new features)
+
+
+def batch_key(item: ModelInput) -> tuple[int, ...]:
+    """Inputs with equal keys can share one batched forward without padding."""
+    if isinstance(item, CachedInput):
+        return (len(item.audio), len(item.context))
+    return (len(item),)
+
+
 class Forward(Protocol):
-    """Anything that turns a batch of equal-length normalised windows into CTC log-probs."""
+    """Anything that turns a batch of same-shape model inputs into CTC log-probs."""
 
     info: ModelInfo
 
-    def __call__(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+    def __call__(self, windows: Sequence[ModelInput]) -> list[ModelOutput]: ...
 
 
 def _is_local(name: str) -> bool:
@@ -181,13 +205,18 @@ class CtcModel:
         )
         return cls(model, info)
 
-    def __call__(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Normalised equal-length windows in, log-probs (frames, vocab) out."""
+    def __call__(self, windows: Sequence[ModelInput]) -> list[ModelOutput]:  # type: ignore[override]
+        """Normalised same-shape windows in, log-probs (frames, vocab) out.
+
+        CachedInput windows return (log-probs, feature-encoder output of their new frames).
+        """
         if not windows:
             return []
-        lengths = {len(w) for w in windows}
-        if len(lengths) != 1:
-            raise ValueError(f"windows in one batch must have equal length, got {sorted(lengths)}")
+        keys = {batch_key(w) for w in windows}
+        if len(keys) != 1:
+            raise ValueError(f"windows in one batch must have the same shape, got {sorted(keys)}")
+        if isinstance(windows[0], CachedInput):
+            return self._cached(windows)  # type: ignore[arg-type]
         torch = self.torch
         batch = torch.from_numpy(np.stack(windows).astype(np.float32)).to(self.device, self.dtype)
         with torch.inference_mode():
@@ -195,6 +224,29 @@ class CtcModel:
             logp = torch.log_softmax(logits.float(), dim=-1)
         out = logp.cpu().numpy()
         return [out[i] for i in range(out.shape[0])]
+
+    def _cached(self, windows: Sequence[CachedInput]) -> list[ModelOutput]:
+        """The HF forward split at the feature encoder: CNN on new audio only, transformer on all."""
+        torch = self.torch
+        w2v = self.model.wav2vec2
+        audio = torch.from_numpy(np.stack([w.audio for w in windows]).astype(np.float32)).to(self.device, self.dtype)
+        with torch.inference_mode():
+            new = w2v.feature_extractor(audio).transpose(1, 2)
+            feats = new
+            if len(windows[0].context):  # (a stream's first window has nothing cached yet)
+                context = torch.from_numpy(np.stack([w.context for w in windows])).to(self.device, new.dtype)
+                feats = torch.cat([context, new], dim=1)
+            hidden, _ = w2v.feature_projection(feats)
+            hidden = w2v.encoder(hidden)[0]
+            if getattr(w2v, "adapter", None) is not None:
+                hidden = w2v.adapter(hidden)
+            logp = torch.log_softmax(self.model.lm_head(hidden).float(), dim=-1).cpu().numpy()
+        feats = new.float().cpu().numpy()
+        return [(logp[i], feats[i]) for i in range(len(windows))]
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.model.config.conv_dim[-1])
 
 
 def quantize_int8(model: object) -> object:

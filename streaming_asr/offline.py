@@ -15,12 +15,12 @@ import numpy as np
 
 from .config import StreamConfig
 from .events import Final, Partial
-from .model import ModelInfo
+from .model import ModelInfo, ModelInput, ModelOutput
 from .session import StreamingSession
 
 OFFLINE_CONFIG = StreamConfig(chunk_s=20.0, left_context_s=5.0, lookahead_s=5.0, max_segment_s=60.0)
 
-ForwardFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+ForwardFn = Callable[[Sequence[ModelInput]], list[ModelOutput]]
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def transcribe_offline(
     finals: list[Final] = []
     total = max(1, session.available_frames())
     while (win := session.next_window()) is not None:
-        session.accept(win, forward([win.audio])[0])
+        session.accept(win, forward([win.model_input])[0])
         finals.extend(e for e in session.pop_events() if isinstance(e, Final))
         if progress:
             progress(min(1.0, session.next_frame / total))

@@ -394,7 +394,7 @@ class Connection:
                     continue
                 await self._work.wait()
                 continue
-            session.accept(win, await batcher.infer(win.audio))
+            session.accept(win, await batcher.infer(win.model_input))
             self._progress.set()
             await self._flush_events()
         await self._flush_events()

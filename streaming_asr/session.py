@@ -30,7 +30,7 @@ import numpy as np
 from .config import FrameGeometry, StreamConfig
 from .ctc import GreedyDecoder, Token, Word, frame_argmax, tokens_to_words, words_text
 from .events import Event, Final, Partial, PhraseResult, WordResult
-from .model import ModelInfo
+from .model import CachedInput, ModelInfo, ModelInput, ModelOutput
 
 
 class SessionError(RuntimeError):
@@ -39,7 +39,11 @@ class SessionError(RuntimeError):
 
 @dataclass(frozen=True)
 class Window:
-    """One model input: normalised audio plus which stream frames it yields and owns."""
+    """One model input: normalised audio plus which stream frames it yields and owns.
+
+    With the feature cache, `audio` covers only the new frames [own_start, tail_end) and `context`
+    holds the cached feature-encoder output of [first_frame, own_start).
+    """
 
     audio: np.ndarray
     first_frame: int  # stream frame of the window's output frame 0
@@ -47,10 +51,15 @@ class Window:
     own_end: int  # committed frames: [own_start, own_end)
     tail_end: int  # provisional look-ahead frames: [own_end, tail_end)
     forced: bool  # cut short by a flush (finalize / end of stream)
+    context: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
         return self.tail_end - self.first_frame
+
+    @property
+    def model_input(self) -> ModelInput:
+        return self.audio if self.context is None else CachedInput(self.audio, self.context)
 
 
 class SegmentRescorer(Protocol):
@@ -98,6 +107,8 @@ class StreamingSession:
         self._seg = self._new_segment(0, 0, GreedyDecoder(info.blank_id))
         self._last_speech_end: int | None = None  # frame after the last letter of the open segment
         self._outbox: list[Event] = []
+        self._feats: np.ndarray | None = None  # feature cache: CNN output of committed frames
+        self._feats_start = 0  # stream frame of _feats[0]
         self._last_partial: tuple[int, str] | None = None
         self.segments_closed = 0
         letters = [not (t.startswith("<") and t.endswith(">")) and i != info.delimiter_id
@@ -169,11 +180,21 @@ class StreamingSession:
             self._buf = np.concatenate([self._buf, *self._pending])
             self._pending = []
         first = max(0, self.next_frame - self.geo.left)
-        start = first * self.info.frame_stride - self._buf_start
+        context = None
+        if self.config.feature_cache:
+            first = max(first, self._feats_start)
+            n_ctx = self.next_frame - first
+            width = 0 if self._feats is None else self._feats.shape[1]
+            context = self._feats[-n_ctx:] if n_ctx else np.zeros((0, width), np.float32)
+            start_frame = self.next_frame  # only the new frames go through the feature encoder
+        else:
+            start_frame = first
+        start = start_frame * self.info.frame_stride - self._buf_start
         end = end_sample - self._buf_start
         if start < 0 or end > self._buf.size:
             raise SessionError("window outside the buffered audio")  # cannot happen: buffer invariant
-        win = Window(self.info.normalize(self._buf[start:end]), first, self.next_frame, own_end, tail_end, forced)
+        win = Window(self.info.normalize(self._buf[start:end]), first, self.next_frame, own_end, tail_end, forced,
+                     context)
         self._in_flight = win
         return win
 
@@ -197,11 +218,17 @@ class StreamingSession:
             return cut, cut, True, self._flushes[0][0]
         return None
 
-    def accept(self, window: Window, log_probs: np.ndarray) -> None:
-        """Take the model's log-probs (frames, vocab) for the window handed out last."""
+    def accept(self, window: Window, output: ModelOutput) -> None:
+        """Take the model's output for the window handed out last: log-probs (frames, vocab), or
+        (log-probs, new frames' features) for a feature-cache window."""
         if window is not self._in_flight:
             raise SessionError("accept() for a window that is not in flight")
         self._in_flight = None
+        if isinstance(output, tuple):
+            log_probs, feats = output
+            self._cache_features(window, feats)
+        else:
+            log_probs = output
         if log_probs.shape[0] != window.num_frames:
             raise SessionError(f"model gave {log_probs.shape[0]} frames, window expects {window.num_frames}")
         off = window.first_frame
@@ -215,11 +242,23 @@ class StreamingSession:
             tail = log_probs[window.own_end - off: max(window.own_end, tail_end) - off]
             self._emit_partial(tail, window.own_end)
 
-    def run(self, forward: Callable[[Sequence[np.ndarray]], list[np.ndarray]], max_chunks: int = 1) -> list[Event]:
+    def run(self, forward: Callable[[Sequence[ModelInput]], list[ModelOutput]], max_chunks: int = 1) -> list[Event]:
         """Convenience driver: run every ready window through `forward`, return the events."""
         while (win := self.next_window(max_chunks)) is not None:
-            self.accept(win, forward([win.audio])[0])
+            self.accept(win, forward([win.model_input])[0])
         return self.pop_events()
+
+    def _cache_features(self, window: Window, feats: np.ndarray) -> None:
+        """Keep the committed frames' features, only as many as the left context needs."""
+        owned = feats[: window.own_end - window.own_start].astype(np.float32, copy=False)
+        if self._feats is None or self._feats_start + len(self._feats) != window.own_start:
+            self._feats, self._feats_start = owned, window.own_start
+        else:
+            self._feats = np.concatenate([self._feats, owned])
+        drop = len(self._feats) - self.geo.left
+        if drop > 0:
+            self._feats = self._feats[drop:]
+            self._feats_start += drop
 
     def pop_events(self) -> list[Event]:
         out, self._outbox = self._outbox, []

@@ -179,3 +179,46 @@ def test_int8_quantised_model_still_recognises() -> None:
     audio, _ = _file(0)
     assert cer(transcribe_offline(standin_model(), standin_model().info, audio).text,
                transcribe_streaming(q, q.info, audio).text) < 0.25
+
+
+def test_cached_forward_splits_the_hf_forward_exactly() -> None:
+    """With no cached context, the split path (CNN, then transformer) is the HF forward."""
+    from streaming_asr.model import CachedInput
+
+    model = tiny_model()
+    audio = np.random.default_rng(2).normal(0, 1, 16000).astype(np.float32)
+    plain = model([audio])[0]
+    logp, feats = model([CachedInput(audio, np.zeros((0, model.feature_dim), np.float32))])[0]
+    np.testing.assert_allclose(logp, plain, atol=1e-5)
+    assert feats.shape == (plain.shape[0], model.feature_dim)
+
+
+def test_feature_cache_feeds_only_new_audio_to_the_feature_encoder() -> None:
+    model = tiny_model()
+    cfg = StreamConfig(chunk_s=0.5, left_context_s=1.0, lookahead_s=0.2, feature_cache=True)
+    session = StreamingSession(model.info, cfg)
+    session.push(np.random.default_rng(3).normal(0, 0.1, 16000 * 6).astype(np.float32))
+    session.finish()
+    shapes = []
+    while (win := session.next_window()) is not None:
+        shapes.append((win.audio.size, 0 if win.context is None else len(win.context), win.num_frames))
+        session.accept(win, model([win.model_input])[0])
+    regular = shapes[5]
+    assert regular == (model.info.samples_for(35), 50, 85)  # 25 chunk + 10 look-ahead frames new, 50 cached
+    assert all(ctx <= 50 for _, ctx, _ in shapes)
+    assert session.pop_events()[-1].reason == "stop"
+
+
+@standin
+def test_feature_cache_streaming_stays_close_to_offline() -> None:
+    model = standin_model()
+    rows = espeak_rows(6.0)[:12]
+    cfg = StreamConfig(feature_cache=True)
+    refs, off, st = [], [], []
+    for row in rows:
+        audio, _ = read_audio(row["wav"], 16000)
+        refs.append(row["reference"])
+        off.append(transcribe_offline(model, model.info, audio).text)
+        st.append(transcribe_streaming(model, model.info, audio, cfg).text)
+    assert wer(" ".join(refs), " ".join(st)) <= wer(" ".join(refs), " ".join(off)) + 0.08
+    assert cer(" ".join(off), " ".join(st)) < 0.15
