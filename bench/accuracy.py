@@ -50,14 +50,16 @@ PUSH_S = 0.02
 # layers), +cache = feature cache (CNN output reused for the left context); the default first
 GRID = [
     (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "fp32"),
-    (1.6, 0.96, 0.0, "fp32"), (1.6, 0.96, 0.16, "fp32"), (1.6, 0.96, 0.64, "fp32"),
-    (0.8, 0.96, 0.32, "fp32"), (3.2, 0.96, 0.32, "fp32"),
-    (1.6, 0.48, 0.32, "fp32"), (1.6, 0.64, 0.32, "fp32"), (1.6, 1.28, 0.32, "fp32"), (2.0, 2.0, 0.48, "fp32"),
-    (1.0, 0.48, 0.16, "fp32"), (1.28, 0.64, 0.24, "fp32"),
-    (1.6, 0.96, 0.32, "fp32+cache"), (1.6, 0.96, 0.32, "int8"), (1.6, 0.96, 0.32, "int8+cache"),
-    (1.6, 0.64, 0.24, "int8+cache"), (1.6, 0.48, 0.16, "int8+cache"), (1.28, 0.48, 0.24, "int8+cache"),
+    (1.28, 0.64, 0.0, "fp32"), (1.28, 0.64, 0.12, "fp32"), (1.28, 0.64, 0.48, "fp32"),
+    (0.64, 0.64, 0.24, "fp32"), (2.56, 0.64, 0.24, "fp32"),
+    (1.0, 0.48, 0.16, "fp32"), (1.6, 0.48, 0.32, "fp32"), (1.6, 0.96, 0.32, "fp32"), (1.6, 1.28, 0.32, "fp32"),
+    (2.0, 2.0, 0.48, "fp32"),
+    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "fp32+cache"),
+    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "int8"),
+    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "int8+cache"),
+    (1.6, 0.96, 0.32, "int8"), (1.0, 0.48, 0.16, "int8"), (1.6, 0.48, 0.16, "int8+cache"),
 ]
-QUICK_GRID = [GRID[0], GRID[12], GRID[13], GRID[14]]
+QUICK_GRID = [GRID[0], GRID[11], GRID[12], GRID[13]]
 HF_ANCHORS = [(10.0, 4.0, 2.0), (4.0, 1.0, 1.0)]  # (chunk_length_s, stride left, stride right)
 
 

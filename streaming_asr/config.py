@@ -17,9 +17,9 @@ class StreamConfig:
     Defaults come from bench/accuracy.py (see README, "Choosing the defaults").
     """
 
-    chunk_s: float = 0.96  # new audio each window owns
-    left_context_s: float = 1.6  # earlier audio each window also sees (limited left context)
-    lookahead_s: float = 0.32  # later audio each window also sees; its frames are only provisional
+    chunk_s: float = 0.64  # new audio each window owns
+    left_context_s: float = 1.28  # earlier audio each window also sees (limited left context)
+    lookahead_s: float = 0.24  # later audio each window also sees; its frames are only provisional
     endpoint_silence_s: float = 0.8  # non-speech after speech that closes a segment (0: off)
     max_segment_s: float = 20.0  # longest segment before a forced final
     max_catchup_chunks: int = 4  # a session that fell behind may own this many chunks in one window

@@ -37,9 +37,11 @@ class Partial:
     segment: int
     text: str
     stable: int
+    end: float = 0.0  # audio (seconds) the hypothesis covers: lets clients measure latency
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "partial", "segment": self.segment, "text": self.text, "stable": self.stable}
+        return {"type": "partial", "segment": self.segment, "text": self.text, "stable": self.stable,
+                "end": round(self.end, 3)}
 
 
 @dataclass(frozen=True)

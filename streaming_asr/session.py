@@ -379,7 +379,7 @@ class StreamingSession:
             return
         self._last_partial = key
         stable = _common_prefix(committed, text)
-        self._outbox.append(Partial(self._seg.index, text, stable))
+        self._outbox.append(Partial(self._seg.index, text, stable, (tail_first + tail.shape[0]) * self.info.frame_seconds))
 
     def _trim_buffer(self) -> None:
         """Drop audio no future window needs (bounded memory however long the stream)."""

@@ -102,3 +102,11 @@ def start_server_thread(model: str = "standin", **settings: Any) -> ServerHandle
     if error:
         raise error[0]
     return ServerHandle(server.port, thread, loop, server)
+
+
+def sounds_like(word: str, text: str) -> bool:
+    """`text` has a word within a letter or so of `word`: the stand-in's spellings flip (MAKE/MIKE)."""
+    import re
+
+    budget = max(1, len(word) // 3)
+    return any(edit_distance(word, w) <= budget for w in re.findall(r"[A-Z']+", text.upper()))

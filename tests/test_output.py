@@ -79,12 +79,12 @@ def test_text_writer_lines_and_skips_empty_finals() -> None:
 def test_json_lines_keep_every_final_with_words_and_phrases() -> None:
     out = io.StringIO()
     writer = JsonLinesWriter(out, partials=True)
-    writer.write_partial(Partial(2, "TURN ON", 4))
+    writer.write_partial(Partial(2, "TURN ON", 4, 1.92))
     writer.write_final(FINAL, file="a.wav")
     writer.write_final(EMPTY)
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [r["type"] for r in rows] == ["partial", "final", "final"]
-    assert rows[0] == {"type": "partial", "segment": 2, "text": "TURN ON", "stable": 4}
+    assert rows[0] == {"type": "partial", "segment": 2, "text": "TURN ON", "stable": 4, "end": 1.92}
     assert rows[1]["words"][1] == {"word": "LIGHTS", "start": 3.0, "end": 3.4, "confidence": 0.8}
     assert rows[1]["phrases"][0]["phrase"] == "turn on the lights"
     assert rows[1]["file"] == "a.wav" and rows[1]["reason"] == "silence"
