@@ -226,31 +226,36 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
 
 
 def plot(rows: list[dict[str, Any]], anchors: list[dict[str, Any]], path: Path) -> None:
+    """WER and CER-vs-offline against median latency; points numbered, the key beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    for i, r in enumerate(rows):
-        marker, color = ("*", "crimson") if i == 0 else ("o", "tab:blue") if r["model"] == "fp32" else ("^", "tab:orange")
-        ax.scatter(r["latency_p50_ms"], r["wer"], marker=marker, s=140 if i == 0 else 40, color=color, zorder=3)
-        ax.annotate(f"L{r['left_context_s']:g}/C{r['chunk_s']:g}/R{r['lookahead_s']:g}"
-                    f"{'' if r['model'] == 'fp32' else ' ' + r['model']}\nRTF {r['rtf_base']:.2f}",
-                    (r["latency_p50_ms"], r["wer"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    for a in anchors:
-        ax.scatter(a["latency_p50_ms"], a["wer"], marker="s", color="tab:gray", zorder=3)
-        ax.annotate(a["anchor"].replace("HF pipeline ", "HF "), (a["latency_p50_ms"], a["wer"]), fontsize=7,
-                    xytext=(4, -10), textcoords="offset points")
-    ax.axhline(rows[0]["wer_offline"], color="green", ls="--", lw=1, label="offline (whole utterance)")
-    ax.set_xscale("log")
-    ax.set_xlabel("median word-emission latency, ms (base-size compute, log scale)")
-    ax.set_ylabel("WER vs reference (stand-in model)")
-    ax.set_title("Streaming geometry: accuracy vs latency (star = default; L/C/R = left/chunk/look-ahead s)")
-    ax.title.set_fontsize(9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), dpi=100, gridspec_kw={"right": 0.72, "wspace": 0.32})
+    styles = {"fp32": ("o", "tab:blue"), "int8": ("^", "tab:orange"), "fp32+cache": ("s", "tab:purple"),
+              "int8+cache": ("D", "tab:red")}
+    for ax, key, label in [(axes[0], "wer", "WER vs reference"), (axes[1], "cer_vs_offline", "CER vs offline output")]:
+        for i, r in enumerate(rows, 1):
+            marker, color = styles.get(r["model"], ("o", "gray"))
+            ax.scatter(r["latency_p50_ms"], r[key], marker=marker, color=color, s=160 if r["default"] else 45,
+                       edgecolor="black" if r["default"] else "none", zorder=3)
+            ax.annotate(str(i), (r["latency_p50_ms"], r[key]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        if key == "wer":
+            for a in anchors:
+                ax.scatter(a["latency_p50_ms"], a["wer"], marker="x", color="gray", zorder=3)
+            ax.axhline(rows[0]["wer_offline"], color="green", ls="--", lw=1, label="offline WER")
+            ax.legend(fontsize=8, loc="upper right")
+        ax.set_xscale("log")
+        ax.set_xlabel("median word latency, ms (log)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    key_lines = [f"{i:>2}  L{r['left_context_s']:g}/C{r['chunk_s']:g}/R{r['lookahead_s']:g} {r['model']}"
+                 f"  RTF {r['rtf_base']:.2f}{'  (default)' if r['default'] else ''}" for i, r in enumerate(rows, 1)]
+    key_lines += [f" x  {a['anchor'].replace('HF pipeline ', 'HF ')}" for a in anchors]
+    fig.text(0.735, 0.5, "\n".join(key_lines), fontsize=7.5, family="monospace", va="center")
+    fig.suptitle("Streaming window geometry: accuracy vs latency (L/C/R = left context / chunk / look-ahead, s; "
+                 "big marker = default)", fontsize=10)
     fig.savefig(path)
 
 
@@ -260,7 +265,15 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="use the first N files")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the base-size timing (2)")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite README's table")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rebuild accuracy.md, accuracy.png and README's table from accuracy.json")
     args = ap.parse_args()
+    if args.report_only:
+        import json
+
+        data = json.loads((RESULTS / "accuracy.json").read_text())
+        update_readme("accuracy", report(data))
+        return 0
 
     import torch
 
@@ -298,42 +311,47 @@ def main() -> int:
               f"RTF {res['rtf_base']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     anchors = [hf_anchor(files, offline_word_ends, c, le, r, compute) for c, le, r in HF_ANCHORS]
 
-    for r in results:
-        r["setting"] = f"{r['left_context_s']:g} / {r['chunk_s']:g} / {r['lookahead_s']:g}" + \
-            ("" if r["model"] == "fp32" else f" {r['model']}") + (" **(default)**" if r["default"] else "")
-        r["wer_rel"] = f"{(r['wer'] / r['wer_offline'] - 1) * 100:+.1f} %"
-    cols = [("setting", "left / chunk / look-ahead (s)"), ("wer", "WER"), ("wer_rel", "vs offline"),
-            ("cer_vs_offline", "CER vs offline"), ("latency_p50_ms", "word latency p50 (ms)"),
-            ("latency_p95_ms", "p95 (ms)"), ("appear_p50_ms", "word shown p50 (ms)"),
-            ("rtf_base", "compute / audio (base, 2 thr)"),
-            ("revised_share", "partial words revised")]
-    table = markdown_table([_cells(r) for r in results], dict(cols))
-    anchor_rows = [{"setting": a["anchor"], "wer": a["wer"], "wer_rel": f"{(a['wer'] / results[0]['wer_offline'] - 1) * 100:+.1f} %",
-                    "cer_vs_offline": "", "latency_p50_ms": a["latency_p50_ms"], "latency_p95_ms": a["latency_p95_ms"],
-                    "appear_p50_ms": "",
-                    "rtf_base": a["rtf_base"], "revised_share": ""} for a in anchors]
-    table += "\n" + "\n".join(markdown_table([_cells(r) for r in anchor_rows], dict(cols)).splitlines()[2:])
-    offline_wer = results[0]["wer_offline"]
-    summary = (f"{len(files)} tts-dev files ({audio_s / 60:.1f} min), stand-in model; offline WER {offline_wer}. "
-               f"Latency and compute are base-960h-sized (random-weight `Wav2Vec2Config()`), {args.threads} CPU "
-               f"threads, single stream. Word latency: audio time a word ends -> its final spelling first shown "
-               f"(partial or final); 'word shown': first shown within 50 % CER of its final spelling "
-               f"(the stand-in's spellings flip more than a real model's).")
-    print(table)
-    print(summary)
-
     out = RESULTS
     out.mkdir(exist_ok=True)
-    plot(results, anchors, out / "accuracy.png")
-    write_results("accuracy", {"machine": machine_info(), "files": len(files), "audio_s": round(audio_s, 1),
-                            "offline_wer": offline_wer, "settings": results, "anchors": anchors,
-                            "compute_table": {q: {"x".join(map(str, k)): round(t, 4) for k, t in c.table.items()}
-                                              for q, c in computes.items()}})
-    md = table + "\n\n" + summary + "\n\n![WER vs latency](bench/results/accuracy.png)\n"
-    (out / "accuracy.md").write_text(md)
+    data = {"machine": machine_info(), "files": len(files), "audio_s": round(audio_s, 1), "threads": args.threads,
+            "offline_wer": results[0]["wer_offline"], "settings": results, "anchors": anchors,
+            "compute_table": {q: {"x".join(map(str, k)): round(t, 4) for k, t in c.table.items()}
+                              for q, c in computes.items()}}
+    write_results("accuracy", data)
+    md = report(data)
+    print(md)
     if not args.quick and not args.limit and not args.no_readme:
         update_readme("accuracy", md)
     return 0
+
+
+def report(data: dict[str, Any]) -> str:
+    """accuracy.md (numbered table, what it means) and accuracy.png from a results dict."""
+    results, anchors = data["settings"], data["anchors"]
+    rows = []
+    for n, r in enumerate(results, 1):
+        rows.append({**r, "n": n, "wer_rel": f"{(r['wer'] / r['wer_offline'] - 1) * 100:+.1f} %",
+                     "setting": f"{r['left_context_s']:g} / {r['chunk_s']:g} / {r['lookahead_s']:g}"
+                                + ("" if r["model"] == "fp32" else f" {r['model']}")
+                                + (" **(default)**" if r["default"] else "")})
+    cols = {"n": "#", "setting": "left / chunk / look-ahead (s)", "wer": "WER", "wer_rel": "vs offline",
+            "cer_vs_offline": "CER vs offline", "latency_p50_ms": "word latency p50 (ms)",
+            "latency_p95_ms": "p95 (ms)", "appear_p50_ms": "word shown p50 (ms)",
+            "rtf_base": f"compute / audio (base, {data.get('threads', 2)} thr)", "revised_share": "partial words revised"}
+    anchor_rows = [{"n": "–", "setting": a["anchor"], "wer": a["wer"], "latency_p50_ms": a["latency_p50_ms"],
+                    "latency_p95_ms": a["latency_p95_ms"], "rtf_base": a["rtf_base"],
+                    "wer_rel": f"{(a['wer'] / data['offline_wer'] - 1) * 100:+.1f} %"} for a in anchors]
+    table = markdown_table([_cells(r) for r in rows + anchor_rows], cols)
+    summary = (f"{data['files']} tts-dev files ({data['audio_s'] / 60:.1f} min), stand-in model; offline WER "
+               f"{data['offline_wer']:.3f}. Latency and compute are base-960h-sized (random-weight "
+               f"`Wav2Vec2Config()`), {data.get('threads', 2)} CPU threads, single stream. Word latency: audio time a "
+               f"word ends -> its final spelling first shown (partial or final); 'word shown': first shown within "
+               f"50 % CER of its final spelling (the stand-in's spellings flip more than a real model's). "
+               f"int8: `--quantize int8`; +cache: `--feature-cache`.")
+    plot(results, anchors, RESULTS / "accuracy.png")
+    md = table + "\n\n" + summary + "\n\n![WER vs latency](bench/results/accuracy.png)\n"
+    (RESULTS / "accuracy.md").write_text(md)
+    return md
 
 
 if __name__ == "__main__":
