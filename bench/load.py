@@ -63,7 +63,8 @@ import soundfile as sf
 from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, RESULTS, STANDIN_MODEL, machine_info, markdown_table, percentile, tts_dev_rows, write_results  # noqa: E402
+from common import (REPO, RESULTS, STANDIN_MODEL, machine_info, markdown_table, percentile,  # noqa: E402
+                    tts_dev_rows, update_readme, write_results)
 
 RATE = 16000
 FRAME_S = 0.1
@@ -636,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or ("load-quick" if args.quick else "load")  # a smoke run never overwrites the full results
     path = write_results(name, data)
     md = report(data, name)
+    if not args.quick:
+        update_readme(name, md)  # README sections bench:load, bench:load-int8, ... when present
     print()
     print(md)
     print(f"wrote {path}, {RESULTS / f'{name}.md'}, {RESULTS / f'{name}.png'} in {data['bench_wall_s']:.0f} s")
