@@ -62,6 +62,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import RESULTS, machine_info, markdown_table, update_readme, write_results  # noqa: E402
 
+from streaming_asr.textmetrics import edit_distance  # noqa: E402
+
 from clients.asr_client import AsrClient, Final, Partial, run_session_tasks  # noqa: E402
 from clients.command_matcher import Command, CommandHit, normalize  # noqa: E402
 from clients.commands import CommandConfig  # noqa: E402
@@ -360,16 +362,6 @@ async def run_variant(url: str, sessions: Sequence[Session], phrases: Sequence[s
 
 
 # --------------------------------------------------------------------------- scoring
-
-
-def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i]
-        for j, y in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
 
 
 def aligned_span(ref: str, hyp: str, span: tuple[int, int]) -> str:

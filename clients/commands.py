@@ -47,7 +47,7 @@ from .capture import CaptureError, CaptureSource, FileSource, SoundDeviceSource
 from .command_matcher import Command, CommandHit, CommandMatcher
 from .display import Console
 from .live import EXIT_ERROR, LiveStreamer
-from .mic import DEFAULT_URL, add_capture_arguments, install_interrupt_handler, list_devices
+from .mic import DEFAULT_URL, add_capture_arguments, check_capture_arguments, install_interrupt_handler, list_devices
 from .output import final_line
 
 ACTIONS = ("print", "run", "post")
@@ -244,8 +244,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.file = args.file or args.simulate_file
     if not args.list_devices and not args.commands:
         parser.error("--commands FILE is required")
-    if args.speed <= 0 or args.block_ms <= 0 or not 1 <= args.channels <= 8:
-        parser.error("--speed and --block-ms must be positive, --channels 1..8")
+    check_capture_arguments(parser, args)
     return args
 
 

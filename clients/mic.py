@@ -43,6 +43,12 @@ def add_capture_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="--simulate-file pace (1 = real time)")
 
 
+def check_capture_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Validation of the options add_capture_arguments added (exits through parser.error)."""
+    if args.speed <= 0 or args.block_ms <= 0 or not 1 <= args.channels <= 8:
+        parser.error("--speed and --block-ms must be positive, --channels 1..8")
+
+
 def list_devices(console: Console) -> int:
     try:
         lines = describe_input_devices()
@@ -142,8 +148,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--format", choices=FORMATS, default=None, help="--output format (default: from extension)")
     parser.add_argument("--no-partials", action="store_true", help="ask for finals only")
     args = parser.parse_args(argv)
-    if args.speed <= 0 or args.block_ms <= 0 or not 1 <= args.channels <= 8:
-        parser.error("--speed and --block-ms must be positive, --channels 1..8")
+    check_capture_arguments(parser, args)
     return args
 
 

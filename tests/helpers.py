@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import csv
+import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -13,20 +13,10 @@ from typing import Any
 from streaming_asr.textmetrics import cer, edit_distance, wer  # noqa: F401  (re-exported for tests)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = (REPO / ".." / "shared").resolve()
-STANDIN_MODEL = SHARED / "models" / "tts-ctc-small"
-TTS_DEV = SHARED / "data" / "tts-dev"
+sys.path.insert(0, str(REPO / "bench"))
+from common import SHARED, STANDIN_MODEL, TTS_DEV, tts_dev_rows  # noqa: E402,F401  (one place for the data paths)
+
 HUMAN = SHARED / "data" / "human"
-
-
-def tts_dev_rows() -> list[dict[str, Any]]:
-    """Rows of tts-dev/manifest.tsv with `wav` as an absolute Path and duration as float."""
-    with open(TTS_DEV / "manifest.tsv", newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    for r in rows:
-        r["wav"] = TTS_DEV / r["wav"]
-        r["duration_s"] = float(r["duration_s"])
-    return rows
 
 
 def espeak_rows(max_duration: float = 6.0) -> list[dict[str, Any]]:
