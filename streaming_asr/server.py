@@ -190,7 +190,6 @@ class Connection:
         self._done = asyncio.Event()  # pump finished the closing final
         self._pump: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._started_at = time.monotonic()
 
     def _log(self, level: int, event: str, **kv: Any) -> None:
         fields = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in kv.items())

@@ -28,7 +28,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from .config import FrameGeometry, StreamConfig
-from .ctc import GreedyDecoder, Token, Word, frame_argmax, tokens_to_words, words_text
+from .ctc import GreedyDecoder, Token, frame_argmax, tokens_to_words, words_text
 from .events import Event, Final, Partial, PhraseResult, WordResult
 from .model import CachedInput, ModelInfo, ModelInput, ModelOutput
 
@@ -75,9 +75,6 @@ class _Segment:
     decoder: GreedyDecoder
     logp: list[tuple[int, np.ndarray]] = field(default_factory=list)  # kept only when rescoring
 
-    def has_speech(self, is_letter: Callable[[int], bool]) -> bool:
-        return any(is_letter(t.id) for t in self.decoder.tokens)
-
 
 class StreamingSession:
     """Incremental recognition of one audio stream (see module docstring)."""
@@ -104,13 +101,12 @@ class StreamingSession:
         self._in_flight: Window | None = None
         self._flushes: deque[tuple[int, str]] = deque()  # (cut sample, reason), oldest first
         self._closed = False
-        self._seg = self._new_segment(0, 0, GreedyDecoder(info.blank_id))
+        self._seg = _Segment(0, 0, GreedyDecoder(info.blank_id))
         self._last_speech_end: int | None = None  # frame after the last letter of the open segment
         self._outbox: list[Event] = []
         self._feats: np.ndarray | None = None  # feature cache: CNN output of committed frames
         self._feats_start = 0  # stream frame of _feats[0]
         self._last_partial: tuple[int, str] | None = None
-        self.segments_closed = 0
         letters = [not (t.startswith("<") and t.endswith(">")) and i != info.delimiter_id
                    for i, t in enumerate(info.vocab)]
         self._is_letter = lambda tid: letters[tid]
@@ -140,11 +136,6 @@ class StreamingSession:
         """End of stream: recognise everything, send the last final; no more input after this."""
         self.finalize(reason)
         self._closed = True
-
-    @property
-    def idle(self) -> bool:
-        """Nothing to compute and nothing pending."""
-        return self._in_flight is None and not self._flushes and self.next_window_ready() is False
 
     @property
     def flushing(self) -> bool:
@@ -341,18 +332,14 @@ class StreamingSession:
             words=tuple(WordResult(w.text, w.start_frame * fs, w.end_frame * fs, w.confidence) for w in words),
             phrases=tuple(phrases) if phrases is not None else None,
         ))
-        self.segments_closed += 1
         decoder = rest if rest is not None else GreedyDecoder(self.info.blank_id, [], seg.decoder.prev_id)
-        new = self._new_segment(seg.index + 1, cut_frame, decoder)
+        new = _Segment(seg.index + 1, cut_frame, decoder)
         if self.rescorer is not None:
             new.logp = [(cut_frame, _slice_frames(seg.logp, cut_frame, None))] if rest is not None else []
         self._seg = new
         letters = [t for t in decoder.tokens if self._is_letter(t.id)]
         self._last_speech_end = letters[-1].end + 1 if letters else None
         self._last_partial = None
-
-    def _new_segment(self, index: int, start: int, decoder: GreedyDecoder) -> _Segment:
-        return _Segment(index, start, decoder)
 
     def _maybe_complete_flush(self) -> bool:
         """Close the segment(s) whose flush cut has been reached by the committed frames."""
@@ -411,6 +398,3 @@ def _slice_frames(chunks: list[tuple[int, np.ndarray]], start: int, end: int | N
         return np.zeros((0, width), dtype=np.float32)
     return np.concatenate(parts)
 
-
-def decode_words(info: ModelInfo, tokens: Sequence[Token]) -> list[Word]:
-    return tokens_to_words(tokens, info.vocab, info.delimiter_id)
