@@ -376,6 +376,20 @@ class Connection:
 
     # ----------------------------------------------------------------- pump
     async def _pump_loop(self) -> None:
+        """Windows to the batcher, events to the client; a model failure ends the session with 1011."""
+        try:
+            await self._pump_windows()
+        except Exception as exc:  # noqa: BLE001 - the reader and stop() must not wait forever
+            self._log(logging.ERROR, "internal_error", error=repr(exc))
+            log.exception("session %s: recognition failed", self.id)
+            self.ended = self.ended or "error"
+            await self._send({"type": "error", "code": "internal_error", "fatal": True,
+                              "message": f"recognition failed: {exc}"})
+            self._done.set()
+            self._progress.set()
+            await self._close(CLOSE_INTERNAL, "internal error")
+
+    async def _pump_windows(self) -> None:
         session = self.session
         assert session is not None
         batcher = self.server.batcher

@@ -324,3 +324,28 @@ async def test_shutdown_while_the_client_keeps_streaming(server_factory: Any) ->
     assert all(e.get("code") != "internal_error" for e in events), events
     assert [e["type"] for e in events if e["type"] != "partial"][-2:] == ["final", "error"]
     assert events[-1]["code"] == "shutting_down" and ws.close_code == 1001
+
+
+async def test_a_model_failure_is_an_internal_error_not_a_hang(server_factory: Any) -> None:
+    """A forward that raises (e.g. out of memory) ends that session with 1011; the server stays up."""
+    server = server_factory("tiny")
+    real = server.server.batcher.forward
+
+    def broken(windows: Any) -> Any:
+        raise RuntimeError("simulated model failure")
+
+    server.server.batcher.forward = broken
+    try:
+        async with websockets.connect(server.ws_url) as ws:
+            await start(ws)
+            try:
+                await send_audio(ws, b"\x01\x00" * 32000)
+            except websockets.ConnectionClosed:
+                pass  # the server may close before all audio is out
+            events = await drain(ws)
+        assert events[-1]["code"] == "internal_error" and events[-1]["fatal"] and ws.close_code == 1011
+    finally:
+        server.server.batcher.forward = real
+    assert _http_status(server.http_url + "/health") == 200
+    events, code = await transcribe(server.ws_url, b"\x01\x00" * 16000)
+    assert code == 1000 and events[-1]["type"] == "closed"
