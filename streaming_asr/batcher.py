@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from .model import ModelInput, ModelOutput, batch_key
@@ -28,7 +28,6 @@ class BatchStats:
     batches: int = 0
     windows: int = 0
     compute_s: float = 0.0
-    sizes: dict[int, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         mean = self.windows / self.batches if self.batches else 0.0
@@ -110,7 +109,6 @@ class Batcher:
             self.stats.batches += 1
             self.stats.windows += len(batch)
             self.stats.compute_s += time.perf_counter() - t0
-            self.stats.sizes[len(batch)] = self.stats.sizes.get(len(batch), 0) + 1
             for r, out in zip(batch, outs):
                 if not r.future.done():
                     r.future.set_result(out)

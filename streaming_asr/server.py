@@ -427,10 +427,7 @@ class Connection:
 
     # -------------------------------------------------------------- helpers
     async def _send(self, obj: dict[str, Any]) -> None:
-        try:
-            await self.ws.send(json.dumps(obj))
-        except ConnectionClosed:
-            pass
+        await _send_json(self.ws, obj)
 
     async def _error(self, code: str, message: str) -> None:
         self.errors += 1
@@ -451,6 +448,7 @@ def _phrase_rescorer(info: ModelInfo, phrases: list[str], boost: float | None): 
 
 
 async def _send_json(ws: ServerConnection, obj: dict[str, Any]) -> None:
+    """Send one protocol message; a peer that already left is not an error."""
     try:
         await ws.send(json.dumps(obj))
     except ConnectionClosed:

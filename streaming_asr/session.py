@@ -369,8 +369,12 @@ class StreamingSession:
         self._outbox.append(Partial(self._seg.index, text, stable, (tail_first + tail.shape[0]) * self.info.frame_seconds))
 
     def _trim_buffer(self) -> None:
-        """Drop audio no future window needs (bounded memory however long the stream)."""
-        keep_from = max(0, self.next_frame - self.geo.left) * self.info.frame_stride
+        """Drop audio no future window needs (bounded memory however long the stream).
+
+        With the feature cache a window's audio starts at next_frame: the left context is features.
+        """
+        first = self.next_frame if self.config.feature_cache else max(0, self.next_frame - self.geo.left)
+        keep_from = first * self.info.frame_stride
         drop = keep_from - self._buf_start
         if drop > 0:
             self._buf = self._buf[drop:].copy()
