@@ -1,10 +1,14 @@
 """Cross-session batching: the only part of the package that touches threads.
 
 Sessions `await batcher.infer(window input)`; a scheduler task collects requests from all sessions
-and runs them on one model thread as batched forwards. Requests are grouped by shape (no padding:
-it would change wav2vec2-base's output, see model.CtcModel). While a batch computes, new
-requests queue up and form the next batch, so under load batches fill by themselves; when the
-model is idle the scheduler waits at most `max_wait_s` for company before running.
+and runs them on `workers` model threads as batched forwards. Requests are grouped by batch key
+(no padding: it would change wav2vec2-base's output, see model.CtcModel). While batches compute,
+new requests queue up and form the next batch, so under load batches fill by themselves; when a
+worker is idle the scheduler waits at most `max_wait_s` for company before running.
+
+Several workers with fewer torch threads each beat one worker with all threads for small windows
+on CPU (bench/kernels.py measures it); `thread_init` runs in each worker thread before its first
+forward (the model sets its torch thread count there).
 """
 
 from __future__ import annotations
@@ -44,14 +48,19 @@ class _Request:
 class Batcher:
     """Runs windows from many sessions through one model, batched, off the event loop."""
 
-    def __init__(self, forward: ForwardFn, max_batch: int = 8, max_wait_s: float = 0.005) -> None:
+    def __init__(self, forward: ForwardFn, max_batch: int = 8, max_wait_s: float = 0.005, workers: int = 1,
+                 thread_init: Callable[[], None] | None = None) -> None:
         self.forward = forward
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max(0.0, max_wait_s)
+        self.workers = max(1, workers)
         self.stats = BatchStats()
         self._pending: list[_Request] = []
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-model")
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="asr-model",
+                                            initializer=thread_init)
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -70,6 +79,8 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        for task in list(self._running):
+            task.cancel()
         for req in self._pending:
             if not req.future.done():
                 req.future.set_exception(RuntimeError("batcher closed"))
@@ -86,32 +97,43 @@ class Batcher:
         return await fut
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        self._slots = asyncio.Semaphore(self.workers)
         while True:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            await self._slots.acquire()
             if len(self._pending) < self.max_batch and self.max_wait_s:
                 await asyncio.sleep(self.max_wait_s)
             batch = self._take_batch()
             if not batch:
+                self._slots.release()
                 continue
-            audios = [r.item for r in batch]
-            t0 = time.perf_counter()
-            try:
-                outs = await loop.run_in_executor(self._executor, self.forward, audios)
-            except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
-                log.exception("model forward failed for a batch of %d", len(batch))
-                for r in batch:
-                    if not r.future.done():
-                        r.future.set_exception(exc)
-                continue
-            self.stats.batches += 1
-            self.stats.windows += len(batch)
-            self.stats.compute_s += time.perf_counter() - t0
-            for r, out in zip(batch, outs):
+            task = asyncio.get_running_loop().create_task(self._compute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _compute(self, batch: list[_Request]) -> None:
+        """One batched forward on a worker thread; every waiter hears its result or the failure."""
+        assert self._slots is not None
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            outs = await loop.run_in_executor(self._executor, self.forward, [r.item for r in batch])
+        except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
+            log.exception("model forward failed for a batch of %d", len(batch))
+            for r in batch:
                 if not r.future.done():
-                    r.future.set_result(out)
+                    r.future.set_exception(exc)
+            return
+        finally:
+            self._slots.release()
+        self.stats.batches += 1
+        self.stats.windows += len(batch)
+        self.stats.compute_s += time.perf_counter() - t0
+        for r, out in zip(batch, outs):
+            if not r.future.done():
+                r.future.set_result(out)
 
     def _take_batch(self) -> list[_Request]:
         """Up to max_batch requests of the oldest request's window length (FIFO within a length)."""

@@ -10,16 +10,30 @@ import sys
 from typing import Sequence
 
 from .config import ConfigError, StreamConfig
-from .model import DEFAULT_MODEL, ModelLoadError
+from .model import DEFAULT_MODEL, PRECISIONS, ModelLoadError
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=os.environ.get("STREAMING_ASR_MODEL", DEFAULT_MODEL),
                    help="HF hub id or local directory with a CTC checkpoint (default: %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per model worker (default: cores / model workers)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto = fp16 on CUDA, bf16 on CPUs with native BF16 (AVX-512 BF16 / AMX), else fp32; "
+                        "int8 = dynamic quantisation of Linear layers, CPU only (default: auto)")
     p.add_argument("--quantize", choices=["none", "int8"], default="none",
-                   help="CPU only: int8 dynamic quantisation of Linear layers, ~2x faster (default: none)")
+                   help="alias: --quantize int8 is --precision int8")
+
+
+def model_precision(args: argparse.Namespace) -> str:
+    return "int8" if args.quantize == "int8" else args.precision
+
+
+def on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise argparse.ArgumentTypeError("expected on or off")
+    return value == "on"
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -34,9 +48,13 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="non-speech seconds that close a segment, 0 = off (%(default)s)")
     g.add_argument("--max-segment", type=float, default=d.max_segment_s,
                    help="longest segment in seconds (%(default)s)")
-    g.add_argument("--feature-cache", action="store_true",
-                   help="reuse the CNN feature encoder's output for the left context instead of recomputing "
-                        "it each window (less compute; see README for the accuracy it costs)")
+    g.add_argument("--feature-reuse", type=on_off, default=True, metavar="on|off",
+                   help="run the CNN feature encoder on new audio only, reusing its exact output for the "
+                        "left context (default: on)")
+    g.add_argument("--state-reuse", type=on_off, default=True, metavar="on|off",
+                   help="run the transformer on new frames only, attending to the left context's cached "
+                        "keys/values (limited left-context attention; see README for what it costs in "
+                        "accuracy; off = recompute the left context every window) (default: on)")
     g.add_argument("--max-catchup-chunks", type=int, default=d.max_catchup_chunks,
                    help="a session that fell behind may own this many chunks in one window; 1 makes "
                         "results independent of timing at some cost in throughput (%(default)s)")
@@ -45,7 +63,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 def engine_config(args: argparse.Namespace) -> StreamConfig:
     return StreamConfig(chunk_s=args.chunk, left_context_s=args.left_context, lookahead_s=args.lookahead,
                         endpoint_silence_s=args.endpoint_silence, max_segment_s=args.max_segment,
-                        max_catchup_chunks=args.max_catchup_chunks, feature_cache=args.feature_cache).validate()
+                        max_catchup_chunks=args.max_catchup_chunks,
+                        feature_reuse=args.feature_reuse or args.state_reuse, state_reuse=args.state_reuse).validate()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +116,8 @@ def _transcribe(args: argparse.Namespace, config: StreamConfig) -> int:
     from .model import CtcModel
     from .offline import transcribe_offline, transcribe_streaming
 
-    model = CtcModel.load(args.model, device=args.device, threads=args.threads, quantize=args.quantize == "int8")
+    model = CtcModel.load(args.model, device=args.device, threads=args.threads, precision=model_precision(args))
+    config = usable_config(model, config)
     status = 0
     for path in args.files:
         try:
@@ -125,6 +145,17 @@ def _transcribe(args: argparse.Namespace, config: StreamConfig) -> int:
                 print(f"# {path}")
             print(result.text)
     return status
+
+
+def usable_config(model: object, config: StreamConfig) -> StreamConfig:
+    """`config` without reuse where the checkpoint's architecture has no reuse path (logged)."""
+    from dataclasses import replace
+
+    if config.reuse != "recompute" and not getattr(model, "supports_reuse", False):
+        logging.getLogger("streaming_asr").warning("this checkpoint has no feature/state reuse path: "
+                                                   "recomputing every window")
+        return replace(config, feature_reuse=False, state_reuse=False)
+    return config
 
 
 def _progress_bar(name: str, seconds: float, disabled: bool):  # type: ignore[no-untyped-def]

@@ -23,7 +23,8 @@ class StreamConfig:
     endpoint_silence_s: float = 0.8  # non-speech after speech that closes a segment (0: off)
     max_segment_s: float = 20.0  # longest segment before a forced final
     max_catchup_chunks: int = 4  # a session that fell behind may own this many chunks in one window
-    feature_cache: bool = False  # reuse the CNN feature encoder's output for the left context
+    feature_reuse: bool = False  # CNN runs on new frames only; cached features feed the left context
+    state_reuse: bool = False  # transformer runs on new frames only, attending to cached left keys/values
 
     def validate(self, limits: "StreamLimits | None" = None) -> "StreamConfig":
         lim = limits or ENGINE_LIMITS
@@ -38,7 +39,7 @@ class StreamConfig:
 
     def with_options(self, options: Mapping[str, Any], limits: "StreamLimits | None" = None) -> "StreamConfig":
         """Apply client/CLI overrides (only the float fields named here), then validate."""
-        allowed = {f.name for f in fields(self) if f.name not in ("max_catchup_chunks", "feature_cache")}
+        allowed = {f.name for f in fields(self) if f.name not in _NOT_CLIENT_OPTIONS}
         changes: dict[str, float] = {}
         for key, value in options.items():
             if key not in allowed or value is None:
@@ -50,6 +51,14 @@ class StreamConfig:
 
     def as_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
+
+    @property
+    def reuse(self) -> str:
+        """Which window path runs: 'recompute', 'features' or 'state'."""
+        return "state" if self.state_reuse else "features" if self.feature_reuse else "recompute"
+
+
+_NOT_CLIENT_OPTIONS = ("max_catchup_chunks", "feature_reuse", "state_reuse")
 
 
 @dataclass(frozen=True)

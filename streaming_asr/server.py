@@ -34,6 +34,7 @@ from .batcher import Batcher, ForwardFn
 from .config import ConfigError, StreamConfig, StreamLimits
 from .events import Final, Partial
 from .model import CtcModel, ModelInfo
+from .model.threads import WorkerPlan, plan_workers
 from .session import StreamingSession
 
 log = logging.getLogger("streaming_asr.server")
@@ -62,6 +63,8 @@ class ServerSettings:
     max_backlog_s: float = 10.0  # unprocessed audio per session before the reader stops reading
     max_batch: int = 8
     max_wait_ms: float = 5.0
+    model_workers: int = 1  # batches computed at once, each on its own thread
+    model_threads: int | None = None  # torch threads per worker (None: leave torch's setting)
     engine: StreamConfig = field(default_factory=StreamConfig)
     limits: StreamLimits = field(default_factory=StreamLimits)
     phrase_boost: float | None = None  # None: the phrase module's default
@@ -74,7 +77,15 @@ class AsrServer:
         self.forward = forward
         self.info = info
         self.settings = settings
-        self.batcher = Batcher(forward, settings.max_batch, settings.max_wait_ms / 1000)
+        init = None
+        if settings.model_threads:
+            from functools import partial
+
+            from .model.threads import set_torch_threads
+
+            init = partial(set_torch_threads, settings.model_threads)
+        self.batcher = Batcher(forward, settings.max_batch, settings.max_wait_ms / 1000, settings.model_workers, init)
+        self.precision = str(getattr(forward, "precision", "fp32"))
         self.connections: set[Connection] = set()
         self.started = time.monotonic()
         self._server: Server | None = None
@@ -119,7 +130,14 @@ class AsrServer:
         return {"status": "stopping" if self._stopping else "ok", "protocol": PROTOCOL_VERSION,
                 "version": __version__, "model": self.info.name, "sessions": len(self.connections),
                 "max_sessions": self.settings.max_sessions, "queue_depth": self.batcher.queue_depth,
+                **self.compute_settings(), "model_workers": self.settings.model_workers,
                 "uptime_s": round(time.monotonic() - self.started, 1), "batching": self.batcher.stats.as_dict()}
+
+    def compute_settings(self) -> dict[str, Any]:
+        """How the model runs: reported in /health and in every `ready`."""
+        engine = self.settings.engine
+        return {"precision": self.precision, "feature_reuse": engine.feature_reuse or engine.state_reuse,
+                "state_reuse": engine.state_reuse}
 
     # ---------------------------------------------------------------- HTTP
     def _token_ok(self, request: Request) -> bool:
@@ -302,6 +320,7 @@ class Connection:
             "sample_rate": info.sample_rate, "input_sample_rate": fmt.sample_rate, "encoding": fmt.encoding,
             "channels": fmt.channels, "frame_s": info.frame_seconds,
             **{k: v for k, v in config.as_dict().items() if k != "max_catchup_chunks"},
+            **self.server.compute_settings(),
             "interim_results": interim, "phrases": phrases,
         })
         self._log(logging.INFO, "start", rate=fmt.sample_rate, encoding=fmt.encoding, channels=fmt.channels,
@@ -502,18 +521,25 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="windows per batched forward (%(default)s)")
     p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
                    help="how long an idle model waits to fill a batch (%(default)s ms)")
+    p.add_argument("--model-workers", type=int, default=None,
+                   help="batches computed at once, each on its own thread (default: 2 on CPU, 1 on CUDA)")
 
 
-def settings_from_args(args: argparse.Namespace, config: StreamConfig) -> ServerSettings:
+def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: WorkerPlan) -> ServerSettings:
     return ServerSettings(host=args.host, port=args.port, token=args.token or None, max_sessions=args.max_sessions,
                           max_message_bytes=args.max_message_bytes, idle_timeout_s=args.idle_timeout,
                           max_session_s=args.max_session, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                          engine=config)
+                          model_workers=plan.workers, model_threads=plan.threads, engine=config)
 
 
 def serve_from_args(args: argparse.Namespace, config: StreamConfig) -> int:
-    settings = settings_from_args(args, config)
-    model = CtcModel.load(args.model, device=args.device, threads=args.threads, quantize=args.quantize == "int8")
+    from .cli import model_precision, usable_config
+
+    model = CtcModel.load(args.model, device=args.device, precision=model_precision(args))
+    plan = plan_workers(model.device, args.model_workers, args.threads)
+    settings = settings_from_args(args, usable_config(model, config), plan)
+    log.info("model %s on %s: precision=%s workers=%d threads/worker=%d reuse=%s", args.model, model.device,
+             model.precision, plan.workers, plan.threads, settings.engine.reuse)
     info = replace(model.info, name=args.model)
     return asyncio.run(run_until_signal(model, info, settings))
 

@@ -30,7 +30,7 @@ import numpy as np
 from .config import FrameGeometry, StreamConfig
 from .ctc import GreedyDecoder, Token, frame_argmax, tokens_to_words, words_text
 from .events import Event, Final, Partial, PhraseResult, WordResult
-from .model import CachedInput, ModelInfo, ModelInput, ModelOutput
+from .model import FrameCache, ModelInfo, ModelInput, ModelOutput, ReuseInput
 
 
 class SessionError(RuntimeError):
@@ -41,17 +41,21 @@ class SessionError(RuntimeError):
 class Window:
     """One model input: normalised audio plus which stream frames it yields and owns.
 
-    With the feature cache, `audio` covers only the new frames [own_start, tail_end) and `context`
-    holds the cached feature-encoder output of [first_frame, own_start).
+    `audio` always covers the whole window [window start, tail_end), as a recompute would see it.
+    With feature or state reuse (`reuse` != 'recompute'), the first `new_from` frames' state comes
+    from `cache`; with state reuse the model returns only the new frames, so `first_frame` (the
+    stream frame of the output's frame 0) is then `own_start`.
     """
 
     audio: np.ndarray
-    first_frame: int  # stream frame of the window's output frame 0
+    first_frame: int  # stream frame of the model output's frame 0
     own_start: int
     own_end: int  # committed frames: [own_start, own_end)
     tail_end: int  # provisional look-ahead frames: [own_end, tail_end)
     forced: bool  # cut short by a flush (finalize / end of stream)
-    context: np.ndarray | None = None
+    reuse: str = "recompute"
+    new_from: int = 0
+    cache: FrameCache | None = None
 
     @property
     def num_frames(self) -> int:
@@ -59,7 +63,9 @@ class Window:
 
     @property
     def model_input(self) -> ModelInput:
-        return self.audio if self.context is None else CachedInput(self.audio, self.context)
+        if self.reuse == "recompute":
+            return self.audio
+        return ReuseInput(self.audio, self.new_from, self.cache, state=self.reuse == "state")
 
 
 class SegmentRescorer(Protocol):
@@ -104,8 +110,7 @@ class StreamingSession:
         self._seg = _Segment(0, 0, GreedyDecoder(info.blank_id))
         self._last_speech_end: int | None = None  # frame after the last letter of the open segment
         self._outbox: list[Event] = []
-        self._feats: np.ndarray | None = None  # feature cache: CNN output of committed frames
-        self._feats_start = 0  # stream frame of _feats[0]
+        self._cache: FrameCache | None = None  # reuse: model state of the last `left` committed frames
         self._last_partial: tuple[int, str] | None = None
         letters = [not (t.startswith("<") and t.endswith(">")) and i != info.delimiter_id
                    for i, t in enumerate(info.vocab)]
@@ -171,21 +176,22 @@ class StreamingSession:
             self._buf = np.concatenate([self._buf, *self._pending])
             self._pending = []
         first = max(0, self.next_frame - self.geo.left)
-        context = None
-        if self.config.feature_cache:
-            first = max(first, self._feats_start)
-            n_ctx = self.next_frame - first
-            width = 0 if self._feats is None else self._feats.shape[1]
-            context = self._feats[-n_ctx:] if n_ctx else np.zeros((0, width), np.float32)
-            start_frame = self.next_frame  # only the new frames go through the feature encoder
-        else:
-            start_frame = first
-        start = start_frame * self.info.frame_stride - self._buf_start
+        start = first * self.info.frame_stride - self._buf_start
         end = end_sample - self._buf_start
         if start < 0 or end > self._buf.size:
             raise SessionError("window outside the buffered audio")  # cannot happen: buffer invariant
-        win = Window(self.info.normalize(self._buf[start:end]), first, self.next_frame, own_end, tail_end, forced,
-                     context)
+        audio = self.info.normalize(self._buf[start:end])
+        reuse = self.config.reuse
+        if reuse == "recompute":
+            win = Window(audio, first, self.next_frame, own_end, tail_end, forced)
+        else:
+            n_ctx = self.next_frame - first
+            cache = self._cache
+            if n_ctx and (cache is None or cache.frames != n_ctx):
+                raise SessionError("reuse cache does not cover the left context")  # cannot happen: see accept()
+            out_first = self.next_frame if reuse == "state" else first
+            win = Window(audio, out_first, self.next_frame, own_end, tail_end, forced, reuse, n_ctx,
+                         cache if n_ctx else None)
         self._in_flight = win
         return win
 
@@ -211,13 +217,13 @@ class StreamingSession:
 
     def accept(self, window: Window, output: ModelOutput) -> None:
         """Take the model's output for the window handed out last: log-probs (frames, vocab), or
-        (log-probs, new frames' features) for a feature-cache window."""
+        (log-probs, cache of the new frames) for a reuse window."""
         if window is not self._in_flight:
             raise SessionError("accept() for a window that is not in flight")
         self._in_flight = None
         if isinstance(output, tuple):
-            log_probs, feats = output
-            self._cache_features(window, feats)
+            log_probs, cache = output
+            self._keep_cache(window, cache)
         else:
             log_probs = output
         if log_probs.shape[0] != window.num_frames:
@@ -239,17 +245,16 @@ class StreamingSession:
             self.accept(win, forward([win.model_input])[0])
         return self.pop_events()
 
-    def _cache_features(self, window: Window, feats: np.ndarray) -> None:
-        """Keep the committed frames' features, only as many as the left context needs."""
-        owned = feats[: window.own_end - window.own_start].astype(np.float32, copy=False)
-        if self._feats is None or self._feats_start + len(self._feats) != window.own_start:
-            self._feats, self._feats_start = owned, window.own_start
-        else:
-            self._feats = np.concatenate([self._feats, owned])
-        drop = len(self._feats) - self.geo.left
-        if drop > 0:
-            self._feats = self._feats[drop:]
-            self._feats_start += drop
+    def _keep_cache(self, window: Window, cache: FrameCache) -> None:
+        """Keep the committed frames' model state, only as many frames as the left context needs."""
+        left = self.geo.left
+        if not left:
+            return
+        owned = cache.take(0, window.own_end - window.own_start)
+        kept = owned if self._cache is None else self._cache.then(owned)
+        if kept.frames > left:
+            kept = kept.take(kept.frames - left, kept.frames)
+        self._cache = kept
 
     def pop_events(self) -> list[Event]:
         out, self._outbox = self._outbox, []
@@ -369,11 +374,8 @@ class StreamingSession:
         self._outbox.append(Partial(self._seg.index, text, stable, (tail_first + tail.shape[0]) * self.info.frame_seconds))
 
     def _trim_buffer(self) -> None:
-        """Drop audio no future window needs (bounded memory however long the stream).
-
-        With the feature cache a window's audio starts at next_frame: the left context is features.
-        """
-        first = self.next_frame if self.config.feature_cache else max(0, self.next_frame - self.geo.left)
+        """Drop audio no future window needs (bounded memory however long the stream)."""
+        first = max(0, self.next_frame - self.geo.left)
         keep_from = first * self.info.frame_stride
         drop = keep_from - self._buf_start
         if drop > 0:

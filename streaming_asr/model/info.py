@@ -1,0 +1,139 @@
+"""What the engine knows about a CTC checkpoint, read from its config and processor (no model constants)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_MODEL = "facebook/wav2vec2-base-960h"
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint could not be loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the engine needs to know about a CTC checkpoint."""
+
+    name: str
+    vocab: tuple[str, ...]  # token string by id
+    blank_id: int
+    delimiter_id: int
+    sample_rate: int
+    conv_kernels: tuple[int, ...]
+    conv_strides: tuple[int, ...]
+    do_normalize: bool
+
+    @property
+    def frame_stride(self) -> int:
+        """Samples between consecutive output frames (320 for wav2vec2)."""
+        stride = 1
+        for s in self.conv_strides:
+            stride *= s
+        return stride
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples one output frame looks at (400 for wav2vec2)."""
+        field = 1
+        jump = 1
+        for k, s in zip(self.conv_kernels, self.conv_strides):
+            field += (k - 1) * jump
+            jump *= s
+        return field
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frame_stride / self.sample_rate
+
+    def frames_for(self, num_samples: int) -> int:
+        """Number of output frames the feature encoder yields for `num_samples` input samples.
+
+        Unpadded convolutions: frame t covers samples [t*stride, t*stride + receptive_field).
+        """
+        if num_samples < self.receptive_field:
+            return 0
+        return (num_samples - self.receptive_field) // self.frame_stride + 1
+
+    def samples_for(self, num_frames: int) -> int:
+        """Fewest input samples that yield `num_frames` frames."""
+        if num_frames <= 0:
+            return 0
+        return (num_frames - 1) * self.frame_stride + self.receptive_field
+
+    def normalize(self, audio: np.ndarray) -> np.ndarray:
+        """Zero-mean unit-variance, exactly as Wav2Vec2FeatureExtractor does when do_normalize is set."""
+        audio = audio.astype(np.float32, copy=False)
+        if not self.do_normalize or audio.size == 0:
+            return audio
+        return ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
+
+
+def default_vocab(size: int) -> tuple[str, ...]:
+    """wav2vec2-base-960h's vocabulary, padded/truncated to `size` (for random test models)."""
+    base = ["<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H", "S", "R", "D", "L",
+            "U", "M", "W", "C", "F", "G", "Y", "P", "B", "V", "K", "'", "X", "J", "Q", "Z"]
+    base += [f"<extra{i}>" for i in range(max(0, size - len(base)))]
+    return tuple(base[:size])
+
+
+_default_vocab = default_vocab  # older name, kept for callers
+
+
+def info_from(config: object, processor: object, name: str) -> ModelInfo:
+    """Read the engine's facts from a transformers config and processor."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    extractor = getattr(processor, "feature_extractor", processor)
+    vocab_map: dict[str, int] = tokenizer.get_vocab()
+    size = max(vocab_map.values()) + 1
+    vocab = ["<unused>"] * size
+    for token, idx in vocab_map.items():
+        vocab[idx] = token
+    blank = config.pad_token_id if config.pad_token_id is not None else tokenizer.pad_token_id
+    delimiter_token = getattr(tokenizer, "word_delimiter_token", "|") or "|"
+    return ModelInfo(
+        name=name,
+        vocab=tuple(vocab),
+        blank_id=int(blank),
+        delimiter_id=vocab_map.get(delimiter_token, -1),
+        sample_rate=int(getattr(extractor, "sampling_rate", 16000)),
+        conv_kernels=tuple(config.conv_kernel),
+        conv_strides=tuple(config.conv_stride),
+        do_normalize=bool(getattr(extractor, "do_normalize", True)),
+    )
+
+
+def info_from_config(config: object, name: str) -> ModelInfo:
+    """ModelInfo of a randomly initialised model (no processor files): base-960h's vocabulary."""
+    vocab = default_vocab(config.vocab_size)
+    return ModelInfo(
+        name=name,
+        vocab=vocab,
+        blank_id=config.pad_token_id if config.pad_token_id is not None else 0,
+        delimiter_id=vocab.index("|") if "|" in vocab else -1,
+        sample_rate=16000,
+        conv_kernels=tuple(config.conv_kernel),
+        conv_strides=tuple(config.conv_stride),
+        do_normalize=True,
+    )
+
+
+def tiny_config(**overrides: object) -> object:
+    """A very small wav2vec2 config with base-960h's frame geometry (plumbing tests)."""
+    from transformers import Wav2Vec2Config
+
+    settings: dict[str, object] = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        vocab_size=32,
+        pad_token_id=0,
+    )
+    settings.update(overrides)
+    return Wav2Vec2Config(**settings)
