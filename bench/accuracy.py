@@ -38,7 +38,7 @@ from common import RESULTS, STANDIN_MODEL as STANDIN, TTS_DEV, machine_info, mar
 from streaming_asr.audio import read_audio  # noqa: E402
 from streaming_asr.config import StreamConfig  # noqa: E402
 from streaming_asr.events import Final, Partial  # noqa: E402
-from streaming_asr.model import CachedInput, CtcModel, ModelInput  # noqa: E402
+from streaming_asr.model import CtcModel, FrameCache, ModelInput, ReuseInput, cpu_has_native_bf16  # noqa: E402
 from streaming_asr.offline import transcribe_offline  # noqa: E402
 from streaming_asr.session import StreamingSession  # noqa: E402
 from streaming_asr.textmetrics import corpus_cer, corpus_wer, edit_distance  # noqa: E402
@@ -46,43 +46,62 @@ from streaming_asr.textmetrics import corpus_cer, corpus_wer, edit_distance  # n
 DEFAULT = StreamConfig()
 PUSH_S = 0.02
 
-# (left, chunk, lookahead) seconds and the model variant: fp32 or int8 (dynamic quantisation of Linear
-# layers), +cache = feature cache (CNN output reused for the left context); the default first
+# (left, chunk, lookahead) seconds and the variant: precision (fp32, int8 = dynamic quantisation of the
+# Linear layers, bf16) + window path (recompute = today's full recompute, features = exact feature
+# reuse, state = transformer state reuse); the serve default first
+D = (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s)  # 5.12 / 0.48 / 0.24
 GRID = [
-    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "fp32"),
-    (1.28, 0.64, 0.0, "fp32"), (1.28, 0.64, 0.12, "fp32"), (1.28, 0.64, 0.48, "fp32"),
-    (0.64, 0.64, 0.24, "fp32"), (2.56, 0.64, 0.24, "fp32"),
-    (1.0, 0.48, 0.16, "fp32"), (1.6, 0.48, 0.32, "fp32"), (1.6, 0.96, 0.32, "fp32"), (1.6, 1.28, 0.32, "fp32"),
-    (2.0, 2.0, 0.48, "fp32"),
-    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "fp32+cache"),
-    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "int8"),
-    (DEFAULT.left_context_s, DEFAULT.chunk_s, DEFAULT.lookahead_s, "int8+cache"),
-    (1.6, 0.96, 0.32, "int8"), (1.0, 0.48, 0.16, "int8"), (1.6, 0.48, 0.16, "int8+cache"),
+    (*D, "fp32+state"),
+    (1.28, 0.64, 0.24, "fp32+recompute"),  # the previous default
+    (1.28, 0.64, 0.24, "fp32+state"),
+    (2.56, 0.48, 0.24, "fp32+state"),
+    (2.56, 0.48, 0.24, "fp32+features"),
+    (1.28, 0.64, 0.24, "int8+recompute"),  # the previous --quantize int8
+    (2.56, 0.48, 0.24, "int8+state"),
+    (2.56, 0.48, 0.24, "bf16+state"),
+    (2.56, 0.64, 0.24, "fp32+state"), (2.56, 0.32, 0.16, "fp32+state"), (2.56, 0.48, 0.16, "fp32+state"),
+    (2.56, 0.96, 0.24, "fp32+state"),
+    (2.56, 0.48, 0.24, "fp32+state+r0.16"), (2.56, 0.48, 0.24, "fp32+state+la"), (2.56, 0.64, 0.24, "int8+state"),
 ]
-QUICK_GRID = [GRID[0], GRID[11], GRID[12], GRID[13]]
+QUICK_GRID = GRID[:3] + GRID[6:7]
+BF16_FILES = 60  # bf16 is emulated (30x slower) on CPUs without native BF16: its row uses fewer files there
 HF_ANCHORS = [(10.0, 4.0, 2.0), (4.0, 1.0, 1.0)]  # (chunk_length_s, stride left, stride right)
+
+
+def variant_config(left: float, chunk: float, ahead: float, variant: str) -> StreamConfig:
+    """'fp32+state', 'int8+recompute', 'fp32+state+r0.24' (state refresh of 0.24 s), 'fp32+state+la'
+    (look-ahead feature reuse), ..."""
+    parts = variant.split("+")
+    path = parts[1]
+    refresh = next((float(p[1:]) for p in parts[2:] if p.startswith("r")), 0.0)
+    return StreamConfig(chunk_s=chunk, left_context_s=left, lookahead_s=ahead, state_refresh_s=refresh,
+                        feature_reuse=path in ("features", "state"), state_reuse=path == "state",
+                        lookahead_reuse="la" in parts[2:])
 
 
 class ComputeModel:
     """Seconds the base-size architecture needs for a window input, measured per shape on this CPU.
 
     Shapes are bucketed (100 ms of audio, 5 frames of cached context) and each bucket is timed once
-    (best of `reps`: robust to other load on the machine).
+    (best of `reps`: robust to other load on the machine). Reuse inputs are timed with a cache of
+    the base model's real shape.
     """
 
-    def __init__(self, threads: int, reps: int = 3, quantize: bool = False) -> None:
+    def __init__(self, threads: int, reps: int = 3, precision: str = "fp32") -> None:
         import torch
         from transformers import Wav2Vec2Config
 
         torch.set_num_threads(threads)
-        self.model = CtcModel.from_config(Wav2Vec2Config(), name="base-random", quantize=quantize)
+        self.model = CtcModel.from_config(Wav2Vec2Config(), name="base-random", precision=precision)
         self.reps = reps
         self.table: dict[tuple[int, ...], float] = {}
         self.model([np.zeros(16000, np.float32)])  # warm-up
 
     def __call__(self, item: ModelInput) -> float:
-        if isinstance(item, CachedInput):
-            key: tuple[int, ...] = (-(-len(item.audio) // 1600), -(-len(item.context) // 5))
+        if isinstance(item, ReuseInput):
+            ahead = item.ahead.frames if item.ahead is not None else 0
+            key: tuple[int, ...] = (-(-len(item.audio) // 1600), -(-item.new_from // 5), int(item.state), item.refresh,
+                                    ahead)
         else:
             key = (-(-len(item) // 1600),)
         if key not in self.table:
@@ -90,11 +109,21 @@ class ComputeModel:
         return self.table[key]
 
     def _time(self, key: tuple[int, ...]) -> float:
+        import torch
+
         rng = np.random.default_rng(0)
         audio = rng.normal(0, 0.1, key[0] * 1600 + 80).astype(np.float32)
         item: ModelInput = audio
-        if len(key) == 2:
-            item = CachedInput(audio, rng.normal(0, 1, (key[1] * 5, self.model.feature_dim)).astype(np.float32))
+        if len(key) == 5:
+            frames, state = key[1] * 5, bool(key[2])
+            rows = self.model.reuse.state_rows if state else 1
+            width = self.model.hidden_size if state else self.model.feature_dim
+            cache = FrameCache(torch.randn(rows, frames, width, dtype=self.model.dtype)) if frames else None
+            frames = min(frames, self.model.info.frames_for(audio.size) - 1)  # buckets round up: stay inside
+            cache = FrameCache(cache.data[:, :frames]) if cache is not None and frames else None
+            skip = max(0, min(key[4], self.model.info.frames_for(audio.size) - frames - 1))
+            ahead = FrameCache(torch.randn(1, skip, self.model.hidden_size, dtype=self.model.dtype)) if skip else None
+            item = ReuseInput(audio, frames, cache, state, min(key[3], frames), ahead)
         runs = []
         for _ in range(self.reps):
             t = time.perf_counter()
@@ -174,8 +203,9 @@ def _close(shown: str, final: str) -> bool:
 
 
 def run_setting(model: CtcModel, files: list[tuple[np.ndarray, str]], offline: list[str],
-                cfg: StreamConfig, compute: ComputeModel) -> dict[str, Any]:
-    runs = [stream_file(model, audio, cfg, compute) for audio, _ in files]
+                cfg: StreamConfig, compute: ComputeModel | None) -> dict[str, Any]:
+    """One setting over all files; without a compute model (bf16 where it is emulated) no latency or RTF."""
+    runs = [stream_file(model, audio, cfg, compute or (lambda _item: 0.0)) for audio, _ in files]
     refs = [ref for _, ref in files]
     lat = np.array([x for r in runs for x in r.latencies])
     appear = np.array([x for r in runs for x in r.appears])
@@ -192,7 +222,7 @@ def run_setting(model: CtcModel, files: list[tuple[np.ndarray, str]], offline: l
         "revised_share": round(sum(r.revised for r in runs) / max(1, shown), 3),
         "broken_stable_prefixes": sum(r.broken_stable for r in runs),
         "windows": sum(r.windows for r in runs),
-    }
+    } | ({} if compute else {"latency_p50_ms": None, "latency_p95_ms": None, "appear_p50_ms": None, "rtf_base": None})
 
 
 def hf_anchor(files: list[tuple[np.ndarray, str]], offline_words: list[list[float]], chunk: float,
@@ -233,10 +263,12 @@ def plot(rows: list[dict[str, Any]], anchors: list[dict[str, Any]], path: Path) 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), dpi=100, gridspec_kw={"right": 0.72, "wspace": 0.32})
-    styles = {"fp32": ("o", "tab:blue"), "int8": ("^", "tab:orange"), "fp32+cache": ("s", "tab:purple"),
-              "int8+cache": ("D", "tab:red")}
+    styles = {"fp32+state": ("o", "tab:blue"), "fp32+recompute": ("s", "tab:gray"),
+              "fp32+features": ("D", "tab:purple"), "int8+recompute": ("v", "tab:red"),
+              "int8+state": ("^", "tab:orange")}
+    numbered = [(i, r) for i, r in enumerate(rows, 1) if r["latency_p50_ms"] is not None]
     for ax, key, label in [(axes[0], "wer", "WER vs reference"), (axes[1], "cer_vs_offline", "CER vs offline output")]:
-        for i, r in enumerate(rows, 1):
+        for i, r in numbered:
             marker, color = styles.get(r["model"], ("o", "gray"))
             ax.scatter(r["latency_p50_ms"], r[key], marker=marker, color=color, s=160 if r["default"] else 45,
                        edgecolor="black" if r["default"] else "none", zorder=3)
@@ -244,14 +276,14 @@ def plot(rows: list[dict[str, Any]], anchors: list[dict[str, Any]], path: Path) 
         if key == "wer":
             for a in anchors:
                 ax.scatter(a["latency_p50_ms"], a["wer"], marker="x", color="gray", zorder=3)
-            ax.axhline(rows[0]["wer_offline"], color="green", ls="--", lw=1, label="offline WER")
+            ax.axhline(numbered[0][1]["wer_offline"], color="green", ls="--", lw=1, label="offline WER")
             ax.legend(fontsize=8, loc="upper right")
         ax.set_xscale("log")
         ax.set_xlabel("median word latency, ms (log)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
     key_lines = [f"{i:>2}  L{r['left_context_s']:g}/C{r['chunk_s']:g}/R{r['lookahead_s']:g} {r['model']}"
-                 f"  RTF {r['rtf_base']:.2f}{'  (default)' if r['default'] else ''}" for i, r in enumerate(rows, 1)]
+                 f"  RTF {r['rtf_base']:.2f}{'  (default)' if r['default'] else ''}" for i, r in numbered]
     key_lines += [f" x  {a['anchor'].replace('HF pipeline ', 'HF ')}" for a in anchors]
     fig.text(0.735, 0.5, "\n".join(key_lines), fontsize=7.5, family="monospace", va="center")
     fig.suptitle("Streaming window geometry: accuracy vs latency (L/C/R = left context / chunk / look-ahead, s; "
@@ -264,6 +296,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="40 files and 4 settings")
     ap.add_argument("--limit", type=int, default=None, help="use the first N files")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the base-size timing (2)")
+    ap.add_argument("--grid", default=None,
+                    help="only these settings: 'left/chunk/ahead/variant,...' e.g. '2.56/0.48/0.24/fp32+state'")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite README's table")
     ap.add_argument("--report-only", action="store_true",
                     help="rebuild accuracy.md, accuracy.png and README's table from accuracy.json")
@@ -283,16 +317,18 @@ def main() -> int:
     limit = args.limit or (40 if args.quick else None)
     rows = rows[:limit] if limit else rows
     grid = QUICK_GRID if args.quick else GRID
+    if args.grid:
+        grid = [(float(a), float(b), float(c), v) for a, b, c, v in (g.split("/") for g in args.grid.split(","))]
     model = CtcModel.load(str(STANDIN), device="cpu")
     files = [(read_audio(TTS_DEV / r["wav"], 16000)[0], r["reference"]) for r in rows]
     audio_s = sum(a.size for a, _ in files) / 16000
     print(f"{len(files)} files, {audio_s / 60:.1f} min of audio, {len(grid)} settings", file=sys.stderr)
 
-    computes = {q: ComputeModel(args.threads, quantize=q == "int8") for q in sorted({v.split("+")[0] for *_, v in grid})}
+    precisions = sorted({v.split("+")[0] for *_, v in grid})
+    native_bf16 = cpu_has_native_bf16()
+    computes = {p: ComputeModel(args.threads, precision=p) for p in precisions if p != "bf16" or native_bf16}
     compute = computes["fp32"]
-    models = {"fp32": model}
-    if "int8" in computes:
-        models["int8"] = CtcModel.load(str(STANDIN), device="cpu", quantize=True)
+    models = {p: model if p == "fp32" else CtcModel.load(str(STANDIN), device="cpu", precision=p) for p in precisions}
 
     offline_results = [transcribe_offline(model, model.info, a) for a, _ in files]
     offline = [t.text for t in offline_results]
@@ -300,15 +336,17 @@ def main() -> int:
 
     results = []
     for left, chunk, ahead, variant in grid:
-        quant = variant.split("+")[0]
-        cfg = StreamConfig(chunk_s=chunk, left_context_s=left, lookahead_s=ahead, feature_cache="cache" in variant)
+        precision = variant.split("+")[0]
+        cfg = variant_config(left, chunk, ahead, variant)
+        n = len(files) if precision != "bf16" or native_bf16 else min(len(files), BF16_FILES)
         t0 = time.perf_counter()
-        res = run_setting(models[quant], files, offline, cfg, computes[quant])
+        res = run_setting(models[precision], files[:n], offline[:n], cfg, computes.get(precision))
         res["model"] = variant
+        res["files"] = n
         res["default"] = (left, chunk, ahead, variant) == GRID[0]
         results.append(res)
-        print(f"  L{left} C{chunk} R{ahead} {variant}: WER {res['wer']} p50 {res['latency_p50_ms']} ms "
-              f"RTF {res['rtf_base']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        print(f"  L{left} C{chunk} R{ahead} {variant}: WER {res['wer']} CER-off {res['cer_vs_offline']} "
+              f"p50 {res['latency_p50_ms']} ms RTF {res['rtf_base']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     anchors = [hf_anchor(files, offline_word_ends, c, le, r, compute) for c, le, r in HF_ANCHORS]
 
     out = RESULTS
@@ -320,7 +358,7 @@ def main() -> int:
     write_results("accuracy", data)
     md = report(data)
     print(md)
-    if not args.quick and not args.limit and not args.no_readme:
+    if not args.quick and not args.limit and not args.grid and not args.no_readme:
         update_readme("accuracy", md)
     return 0
 
@@ -332,7 +370,7 @@ def report(data: dict[str, Any]) -> str:
     for n, r in enumerate(results, 1):
         rows.append({**r, "n": n, "wer_rel": f"{(r['wer'] / r['wer_offline'] - 1) * 100:+.1f} %",
                      "setting": f"{r['left_context_s']:g} / {r['chunk_s']:g} / {r['lookahead_s']:g}"
-                                + ("" if r["model"] == "fp32" else f" {r['model']}")
+                                + f" {r['model']}" + (f" ({r['files']} files)" if r.get("files", data["files"]) != data["files"] else "")
                                 + (" **(default)**" if r["default"] else "")})
     cols = {"n": "#", "setting": "left / chunk / look-ahead (s)", "wer": "WER", "wer_rel": "vs offline",
             "cer_vs_offline": "CER vs offline", "latency_p50_ms": "word latency p50 (ms)",
@@ -347,7 +385,10 @@ def report(data: dict[str, Any]) -> str:
                f"`Wav2Vec2Config()`), {data.get('threads', 2)} CPU threads, single stream. Word latency: audio time a "
                f"word ends -> its final spelling first shown (partial or final); 'word shown': first shown within "
                f"50 % CER of its final spelling (the stand-in's spellings flip more than a real model's). "
-               f"int8: `--quantize int8`; +cache: `--feature-cache`.")
+               f"fp32/int8/bf16: `--precision`; recompute: `--state-reuse off --feature-reuse off` (the whole "
+               f"window each time, the previous default); features: `--state-reuse off` (exact feature reuse); state: "
+               f"transformer state reuse (the `serve` default). A bf16 row with fewer files and no latency ran where "
+               f"bf16 is emulated (no native BF16 on this CPU): accuracy only.")
     plot(results, anchors, RESULTS / "accuracy.png")
     md = table + "\n\n" + summary + "\n\n![WER vs latency](bench/results/accuracy.png)\n"
     (RESULTS / "accuracy.md").write_text(md)

@@ -1,41 +1,38 @@
-"""Load bench: how many real-time streams one server keeps up with, batching on vs off.
+"""Load bench: how many real-time streams one `serve` process keeps up with, per model variant, in one run.
 
-N simulated real-time clients (N = 1, 2, 3, 4, 6, 8, ... until a variant clearly breaks) stream
-tts-dev speech over loopback to a server in its own process, each at wall-clock pace in 100 ms
-frames (frame i is sent at t0 + i*0.1 s; clients start at random offsets within one chunk). The
-model is the base-size wav2vec2 architecture (`Wav2Vec2ForCTC(Wav2Vec2Config())`, ~95M
-parameters) with random weights: speed, not accuracy, is measured. Two servers run side by side,
-`--max-batch 8` (batching on) and `--max-batch 1` (off), and each N is run on one then the other,
-so background load on the machine hits both alike.
+N real-time clients (N = 1, 2, 4, 6, 8, ... until a variant clearly breaks) stream tts-dev speech
+over loopback, each at wall-clock pace in 100 ms frames (clients start at random offsets within
+one chunk), to servers in their own processes, one per variant, all started up front; each N is
+run on every variant in turn, so background load on the machine hits all alike. The model is the
+base-size wav2vec2 architecture (`Wav2Vec2ForCTC(Wav2Vec2Config())`, ~95M parameters) with random
+weights: speed, not accuracy, is measured (bench/accuracy.py measures what the variants cost in
+accuracy on the stand-in).
 
-Measured per N and variant:
+Variants: the previous default (fp32, every window recomputed, one model worker), feature reuse,
+the `serve` default (no flags: precision auto, state reuse, auto workers), bf16 (only where the
+CPU runs it natively), int8 recompute (the previous `--quantize int8`) and int8 with state reuse.
 
-* partial latency: for the j-th partial of a stream, the arrival time minus the time the client
-  finished sending the audio frame that holds the last sample window j needs. Window j of the
-  engine owns chunk j and sees `lookahead_s` beyond it, so it needs the first
-  `samples_for(j*chunk + lookahead)` samples (model frame grid; 1.285 s for j = 1 with the
-  defaults). The random-weight model emits letters on every frame, so every window yields a
-  partial and partial j *is* window j (`partials_per_window` checks it: 1.00 = exact). When a
-  server falls more than 3 chunks behind it runs catch-up windows of several chunks, one partial
-  each; then the j-th partial covers more audio than window j and the number is an upper bound.
-  The lookahead and the 100 ms framing are outside this number: it is pure server + transport delay.
-* final latency: `stop` sent -> `final` (reason stop) received.
-* lag growth: median partial latency of the last third of each stream minus the first third.
-* send slip: how late the client got its frames out versus the wall-clock schedule (a starved
-  or backpressured client falls behind; itself a sign of overload).
-* server CPU (psutil, whole process, 100 % = one core) and peak RSS; mean batch size and how busy
-  the model thread was (from /health); the client process's CPU and that of every other process
-  on the machine during the run ("other procs": a shared machine's noise; a run with more than
-  `--max-background` % is run again once and the quieter run kept).
+Measured per N and variant, as an independent client sees it:
 
-A run is "real time" when p95 partial latency <= 2 x chunk_s, lag growth <= 0.5 x chunk_s and
-p95 send slip <= one frame (0.1 s).
+* partial delay: a partial's arrival minus the moment the client had sent the audio up to the
+  partial's `end`: pure server + transport delay (the chunk and look-ahead waits are outside it;
+  bench/accuracy.py's word latency includes them);
+* lag growth: median partial delay of the last third of each stream minus the first third;
+* send slip: how late the client got its frames out (a backpressured client falls behind);
+* final after stop; server CPU; peak RSS (and per added stream: slope over N); mean batch and how
+  busy the model workers were (from /health); the CPU of other processes ("bg": a shared machine's
+  noise; a run with more than `--max-background` % is run again once and the quieter run kept).
 
-    python bench/load.py                # full run (~10-15 min on 2 cores)
-    python bench/load.py --quick        # smoke run (~1.5 min): N in {1, 2}, 8 s of audio per client
+A run is "real time" when p95 partial delay <= 1 s, lag growth <= 0.5 x chunk, p95 send slip <= one
+frame and every session closed cleanly. The limit row is one offline pass over 20 s of audio (no
+recompute at all): the streams this CPU could hold at 100 % busy. The previous-default rows run
+the previous default geometry (1.28 s left, 0.64 s chunk); the others the new one.
 
-Writes bench/results/load.json, load.md (table for the README) and load.png (--quick: load-quick.*);
-prints the table.
+    python bench/load.py                 # full run (~20 min on 2 cores)
+    python bench/load.py --quick         # smoke run: N in {1, 2}, 8 s per client, two variants
+    python bench/load.py --soak 600      # + RSS over a 10-minute run at the largest real-time N
+
+Writes bench/results/load.json, load.md (README section) and load.png; prints the table.
 """
 
 from __future__ import annotations
@@ -43,11 +40,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
+import shlex
 import shutil
 import statistics
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -59,20 +57,29 @@ from typing import Any, Sequence
 
 import numpy as np
 import psutil
-import soundfile as sf
-from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (REPO, RESULTS, STANDIN_MODEL, machine_info, markdown_table, percentile,  # noqa: E402
-                    tts_dev_rows, update_readme, write_results)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import REPO, RESULTS, STANDIN_MODEL, machine_info, markdown_table, percentile, update_readme, write_results  # noqa: E402
+from load_client import FRAME_S, RATE, client_streams, run_client, warm_up  # noqa: E402
 
-RATE = 16000
-FRAME_S = 0.1
-FRAME_SAMPLES = int(RATE * FRAME_S)
+from streaming_asr.model.precision import cpu_has_native_bf16  # noqa: E402  (reads CPU flags; no torch)
+
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer_config.json", "vocab.json",
                    "special_tokens_map.json", "added_tokens.json")
-FULL_CLIENTS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+FULL_CLIENTS = (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32)
 LISTEN_RE = re.compile(r"listening on ws://([\d.]+):(\d+)(/\S*)")
+MAX_DELAY_S = 1.0
+# the previous default: every window recomputed, one worker, its geometry (1.28 s left, 0.64 s chunk)
+RECOMPUTE = "--feature-reuse off --state-reuse off --model-workers 1 --threads 2 --chunk 0.64 --left-context 1.28"
+VARIANTS = [  # (label, extra `serve` args); "default" has none
+    ("fp32 recompute (previous default)", f"--precision fp32 {RECOMPUTE}"),
+    ("fp32 + feature reuse", "--precision fp32 --state-reuse off"),
+    ("default (no flags)", ""),
+    ("bf16 + state reuse", "--precision bf16"),
+    ("int8 recompute (previous --quantize int8)", f"--precision int8 {RECOMPUTE}"),
+    ("int8 + state reuse", "--precision int8"),
+]
 
 
 # ------------------------------------------------------------------ model
@@ -91,15 +98,26 @@ def save_random_base_model(target: Path, seed: int = 0) -> None:
             shutil.copy(STANDIN_MODEL / name, target / name)
 
 
-def model_geometry(model_dir: Path) -> tuple[int, int]:
-    """(frame stride, receptive field) in samples, from the saved config's feature encoder."""
-    cfg = json.loads((model_dir / "config.json").read_text())
-    stride, field_, jump = 1, 1, 1
-    for k, s in zip(cfg["conv_kernel"], cfg["conv_stride"]):
-        field_ += (k - 1) * jump
-        jump *= s
-        stride *= s
-    return stride, field_
+def offline_limit(model_dir: Path, precision: str, threads: int, seconds: float = 8.0) -> dict[str, Any]:
+    """RTF of one offline forward over `seconds` of audio (best of 3), in a subprocess: 1 / RTF streams fill the CPU.
+
+    8 s pieces: long enough that nothing is recomputed to speak of, short enough that attention's
+    quadratic cost (which a 20 s pass pays here: RTF 0.30 vs 0.16) does not understate the limit."""
+    code = (
+        "import sys, time, numpy as np, torch\n"
+        "from streaming_asr.model import CtcModel\n"
+        f"torch.set_num_threads({threads})\n"
+        f"m = CtcModel.load(sys.argv[1], device='cpu', precision='{precision}')\n"
+        f"x = np.random.default_rng(0).normal(0, 1, int({seconds} * 16000)).astype(np.float32)\n"
+        "m([x]); runs = []\n"
+        "for _ in range(3):\n"
+        "    t = time.perf_counter(); m([x]); runs.append(time.perf_counter() - t)\n"
+        f"print(min(runs) / {seconds})\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(model_dir)], check=True, capture_output=True, text=True,
+                         cwd=REPO)
+    rtf = float(out.stdout.strip().splitlines()[-1])
+    return {"precision": precision, "rtf": round(rtf, 4), "streams_at_100pct": round(1 / rtf, 1)}
 
 
 # ----------------------------------------------------------------- server
@@ -108,7 +126,7 @@ class ServerProc:
     """`python -m streaming_asr serve` in its own process, on a free loopback port."""
 
     name: str
-    max_batch: int
+    args: str
     proc: subprocess.Popen[str]
     port: int
     log_path: Path
@@ -135,220 +153,40 @@ class ServerProc:
                 self.proc.wait()
 
 
-def start_server(name: str, model_dir: Path, max_batch: int, threads: int, max_sessions: int,
-                 log_dir: Path, extra_args: Sequence[str] = ()) -> ServerProc:
-    log_path = log_dir / f"server-{name}.log"
+def start_server(name: str, model_dir: Path, extra_args: str, max_sessions: int, log_dir: Path) -> ServerProc:
+    log_path = log_dir / f"server-{re.sub(r'[^a-z0-9]+', '-', name.lower())}.log"
+    words = shlex.split(extra_args)
+    env = dict(os.environ)
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):  # leading NAME=VALUE: the server's environment
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
     cmd = [sys.executable, "-m", "streaming_asr", "serve", "--host", "127.0.0.1", "--port", "0",
-           "--model", str(model_dir), "--device", "cpu", "--threads", str(threads),
-           "--max-batch", str(max_batch), "--max-sessions", str(max_sessions), "--idle-timeout", "300",
-           *extra_args]
+           "--model", str(model_dir), "--device", "cpu", "--max-sessions", str(max_sessions),
+           "--idle-timeout", "300", *words]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     assert proc.stdout is not None
     deadline = time.monotonic() + 180
     for line in proc.stdout:  # the CLI prints one line when it listens; nothing else on stdout
         if m := LISTEN_RE.search(line):
-            return ServerProc(name, max_batch, proc, int(m.group(2)), log_path)
+            return ServerProc(name, extra_args, proc, int(m.group(2)), log_path)
         if time.monotonic() > deadline:
             break
     proc.kill()
     raise RuntimeError(f"server {name} did not start; see {log_path}:\n{log_path.read_text()[-2000:]}")
 
 
-# ----------------------------------------------------------------- audio
-def client_streams(n: int, seconds: float, seed: int, gap_s: float = 0.25) -> list[np.ndarray]:
-    """n int16 streams of exactly `seconds`, each tts-dev files (different ones per client) with short gaps."""
-    rows = tts_dev_rows()
-    random.Random(seed).shuffle(rows)
-    cache: dict[Path, np.ndarray] = {}
-    gap = np.zeros(int(gap_s * RATE), dtype=np.int16)
-    streams = []
-    for c in range(n):
-        parts, total, i = [], 0, (c * 11) % len(rows)
-        while total < seconds * RATE:
-            wav = rows[i % len(rows)]["wav"]
-            if wav not in cache:
-                audio, rate = sf.read(wav, dtype="int16")
-                if rate != RATE or audio.ndim != 1:
-                    raise ValueError(f"{wav}: expected 16 kHz mono, got {rate} Hz shape {audio.shape}")
-                cache[wav] = audio
-            parts += [cache[wav], gap]
-            total += cache[wav].size + gap.size
-            i += 1
-        streams.append(np.concatenate(parts)[: int(seconds * RATE)])
-    return streams
-
-
-# ----------------------------------------------------------------- client
-@dataclass
-class ClientResult:
-    frames: int
-    send_times: list[float]  # when each frame's send() returned
-    slips: list[float]  # send_times[i] - scheduled time of frame i
-    partials: list[float]  # arrival times
-    stop_sent: float = 0.0
-    final_at: float | None = None  # the reason-stop final
-    closed: bool = False
-    finals: int = 0
-    errors: list[str] = field(default_factory=list)
-    ready: dict[str, Any] = field(default_factory=dict)
-
-
-async def run_client(url: str, audio: np.ndarray, delay: float, timeout_s: float) -> ClientResult:
-    """One real-time client: start, frames on a wall-clock schedule, stop; records every arrival."""
-    await asyncio.sleep(delay)
-    frames = [audio[i:i + FRAME_SAMPLES].tobytes() for i in range(0, audio.size, FRAME_SAMPLES)]
-    res = ClientResult(frames=len(frames), send_times=[], slips=[], partials=[])
-    async with connect(url, max_size=None, open_timeout=60, ping_interval=None) as ws:
-        await ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm_s16le",
-                                  "interim_results": True}))
-        res.ready = json.loads(await ws.recv())
-        if res.ready.get("type") != "ready":
-            res.errors.append(f"no ready: {res.ready}")
-            return res
-
-        async def receive() -> None:
-            async for message in ws:
-                now = time.monotonic()
-                ev = json.loads(message)
-                kind = ev.get("type")
-                if kind == "partial":
-                    res.partials.append(now)
-                elif kind == "final":
-                    res.finals += 1
-                    if ev.get("reason") == "stop":
-                        res.final_at = now
-                elif kind == "closed":
-                    res.closed = True
-                elif kind == "error":
-                    res.errors.append(f"{ev.get('code')}: {ev.get('message')}")
-
-        receiver = asyncio.create_task(receive())
-        t0 = time.monotonic()
-        for i, frame in enumerate(frames):
-            due = t0 + i * FRAME_S
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            await ws.send(frame)
-            sent = time.monotonic()
-            res.send_times.append(sent)
-            res.slips.append(max(0.0, sent - due))
-        res.stop_sent = time.monotonic()
-        await ws.send(json.dumps({"type": "stop"}))
-        try:
-            await asyncio.wait_for(receiver, timeout_s)
-        except asyncio.TimeoutError:
-            res.errors.append(f"no close within {timeout_s:.0f} s of stop")
-    return res
-
-
-def window_samples(ready: dict[str, Any], j: int, stride: int, field_: int) -> int:
-    """Samples the engine's j-th window (1-based) needs: chunk j plus the look-ahead, on the model's frame grid."""
-    chunk = round(ready["chunk_s"] / ready["frame_s"])
-    look = round(ready["lookahead_s"] / ready["frame_s"])
-    return (j * chunk + look - 1) * stride + field_
-
-
-def partial_latencies(res: ClientResult, stride: int, field_: int) -> list[float]:
-    """Latency of each partial j = arrival - send time of the frame holding window j's last needed sample."""
-    out = []
-    for j, arrived in enumerate(res.partials, start=1):
-        frame = (window_samples(res.ready, j, stride, field_) - 1) // FRAME_SAMPLES
-        if frame >= len(res.send_times):
-            break  # a partial of the flush after stop: not a real-time window
-        out.append(arrived - res.send_times[frame])
-    return out
-
-
-def expected_windows(res: ClientResult, stride: int, field_: int) -> int:
-    """Full windows the stream holds: the number of partials a server that keeps up sends before `stop`."""
-    j = 0
-    while window_samples(res.ready, j + 1, stride, field_) <= res.frames * FRAME_SAMPLES:
-        j += 1
-    return j
-
-
 # ------------------------------------------------------------------- runs
-async def sample_rss(ps: psutil.Process, stop: asyncio.Event, peak: list[int]) -> None:
+async def sample_rss(ps: psutil.Process, stop: asyncio.Event, trace: list[tuple[float, int]]) -> None:
     while not stop.is_set():
         try:
-            peak[0] = max(peak[0], ps.memory_info().rss)
+            trace.append((time.monotonic(), ps.memory_info().rss))
         except psutil.Error:
             return
         try:
             await asyncio.wait_for(stop.wait(), 0.2)
         except asyncio.TimeoutError:
             pass
-
-
-async def run_load(server: ServerProc, streams: list[np.ndarray], chunk_s: float, stride: int, field_: int,
-                   seed: int) -> dict[str, Any]:
-    """N = len(streams) concurrent real-time clients against `server`; returns one result row."""
-    n = len(streams)
-    rng = random.Random(seed * 1000 + n)
-    health0 = server.health()
-    server.ps.cpu_percent(None)
-    me = psutil.Process()
-    cpu0 = (_busy(psutil.cpu_times()), _proc_cpu(server.ps), _proc_cpu(me))
-    peak = [server.ps.memory_info().rss]
-    done = asyncio.Event()
-    sampler = asyncio.create_task(sample_rss(server.ps, done, peak))
-    audio_s = streams[0].size / RATE
-    timeout_s = min(600.0, max(60.0, 2 * audio_s * n))
-    t_start = time.monotonic()
-    results = await asyncio.gather(*(run_client(server.ws_url, s, rng.uniform(0, chunk_s), timeout_s)
-                                     for s in streams), return_exceptions=True)
-    wall = time.monotonic() - t_start
-    cpu = server.ps.cpu_percent(None)
-    cpu1 = (_busy(psutil.cpu_times()), _proc_cpu(server.ps), _proc_cpu(me))
-    client_cpu = 100 * (cpu1[2] - cpu0[2]) / wall
-    background = 100 * ((cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1]) - (cpu1[2] - cpu0[2])) / wall
-    done.set()
-    await sampler
-    health1 = await settle(server)
-
-    ok = [r for r in results if isinstance(r, ClientResult)]
-    errors = [repr(r) for r in results if not isinstance(r, ClientResult)]
-    errors += [e for r in ok for e in r.errors]
-    lats, first, last, slips, finals = [], [], [], [], []
-    partials = windows = 0
-    for r in ok:
-        lat = partial_latencies(r, stride, field_)
-        lats += lat
-        third = max(1, len(lat) // 3)
-        if len(lat) >= 3:
-            first.append(statistics.median(lat[:third]))
-            last.append(statistics.median(lat[-third:]))
-        slips += r.slips
-        if r.final_at is not None:
-            finals.append(r.final_at - r.stop_sent)
-        partials += len(lat)
-        windows += expected_windows(r, stride, field_)
-    b0, b1 = health0.get("batching", {}), health1.get("batching", {})
-    batches = b1.get("batches", 0) - b0.get("batches", 0)
-    computed = b1.get("windows", 0) - b0.get("windows", 0)
-    compute_s = b1.get("compute_s", 0.0) - b0.get("compute_s", 0.0)
-    row: dict[str, Any] = {
-        "variant": server.name, "max_batch": server.max_batch, "clients": n, "audio_s": round(audio_s, 2),
-        "wall_s": round(wall, 2),
-        "partial_p50_s": _r(percentile(lats, 50)), "partial_p95_s": _r(percentile(lats, 95)),
-        "partial_max_s": _r(max(lats) if lats else None),
-        "lag_first_third_s": _r(statistics.median(first) if first else None),
-        "lag_last_third_s": _r(statistics.median(last) if last else None),
-        "final_p50_s": _r(percentile(finals, 50)), "final_max_s": _r(max(finals) if finals else None),
-        "send_slip_p95_s": _r(percentile(slips, 95)), "send_slip_max_s": _r(max(slips) if slips else None),
-        "partials": partials, "windows": windows,
-        "partials_per_window": _r(partials / windows if windows else None),
-        "server_cpu_pct": round(cpu, 1), "client_cpu_pct": round(client_cpu, 1),
-        "background_cpu_pct": round(max(0.0, background), 1), "server_rss_peak_mb": round(peak[0] / 2**20, 1),
-        "mean_batch": _r(computed / batches if batches else None),
-        "model_busy_pct": round(100 * compute_s / wall, 1) if wall else None,
-        "sessions_closed": sum(r.closed for r in ok), "errors": errors[:10],
-    }
-    row["lag_growth_s"] = _r(row["lag_last_third_s"] - row["lag_first_third_s"]) if first else None
-    row["real_time"] = is_real_time(row, chunk_s, n)
-    return row
 
 
 def _busy(t: Any) -> float:
@@ -361,38 +199,94 @@ def _proc_cpu(ps: psutil.Process) -> float:
     return t.user + t.system
 
 
+def _r(x: float | None, digits: int = 3) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+async def run_load(server: ServerProc, streams: list[np.ndarray], chunk_s: float, seed: int) -> dict[str, Any]:
+    """N = len(streams) concurrent real-time clients against `server`; returns one result row."""
+    n = len(streams)
+    rng = random.Random(seed * 1000 + n)
+    health0 = server.health()
+    server.ps.cpu_percent(None)
+    me = psutil.Process()
+    cpu0 = (_busy(psutil.cpu_times()), _proc_cpu(server.ps), _proc_cpu(me))
+    trace: list[tuple[float, int]] = [(time.monotonic(), server.ps.memory_info().rss)]
+    done = asyncio.Event()
+    sampler = asyncio.create_task(sample_rss(server.ps, done, trace))
+    audio_s = streams[0].size / RATE
+    timeout_s = min(600.0, max(60.0, 2 * audio_s * n))
+    t_start = time.monotonic()
+    results = await asyncio.gather(*(run_client(server.ws_url, s, rng.uniform(0, chunk_s), timeout_s)
+                                     for s in streams), return_exceptions=True)
+    wall = time.monotonic() - t_start
+    cpu = server.ps.cpu_percent(None)
+    cpu1 = (_busy(psutil.cpu_times()), _proc_cpu(server.ps), _proc_cpu(me))
+    background = 100 * ((cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1]) - (cpu1[2] - cpu0[2])) / wall
+    done.set()
+    await sampler
+    health1 = await settle(server)
+
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    errors = [repr(r) for r in results if isinstance(r, BaseException)] + [e for r in ok for e in r.errors]
+    delays, first, last, slips, finals = [], [], [], [], []
+    for r in ok:
+        d = r.partial_delays()
+        delays += d
+        third = max(1, len(d) // 3)
+        if len(d) >= 3:
+            first.append(statistics.median(d[:third]))
+            last.append(statistics.median(d[-third:]))
+        slips += r.slips
+        if r.final_at is not None:
+            finals.append(r.final_at - r.stop_sent)
+    b0, b1 = health0.get("batching", {}), health1.get("batching", {})
+    batches = b1.get("batches", 0) - b0.get("batches", 0)
+    workers = health1.get("model_workers", 1)
+    row: dict[str, Any] = {
+        "variant": server.name, "clients": n, "audio_s": round(audio_s, 2), "wall_s": round(wall, 2),
+        "partial_p50_s": _r(percentile(delays, 50)), "partial_p95_s": _r(percentile(delays, 95)),
+        "partial_max_s": _r(max(delays) if delays else None),
+        "lag_growth_s": _r(statistics.median(last) - statistics.median(first)) if first else None,
+        "final_p50_s": _r(percentile(finals, 50)),
+        "send_slip_p95_s": _r(percentile(slips, 95)),
+        "partials": len(delays),
+        "server_cpu_pct": round(cpu, 1), "background_cpu_pct": round(max(0.0, background), 1),
+        "server_rss_peak_mb": round(max(r for _, r in trace) / 2**20, 1),
+        "mean_batch": _r((b1.get("windows", 0) - b0.get("windows", 0)) / batches if batches else None),
+        "model_busy_pct": round(100 * (b1.get("compute_s", 0.0) - b0.get("compute_s", 0.0)) / (wall * workers), 1),
+        "model_workers": workers, "precision": health1.get("precision"), "state_reuse": health1.get("state_reuse"),
+        "feature_reuse": health1.get("feature_reuse"),
+        "sessions_closed": sum(r.closed for r in ok), "errors": errors[:10],
+    }
+    row["real_time"] = is_real_time(row, chunk_s, n)
+    return row
+
+
 def is_real_time(row: dict[str, Any], chunk_s: float, n: int) -> bool:
-    return (row["partial_p95_s"] is not None and row["partial_p95_s"] <= 2 * chunk_s
+    return (row["partial_p95_s"] is not None and row["partial_p95_s"] <= MAX_DELAY_S
             and row["lag_growth_s"] is not None and row["lag_growth_s"] <= 0.5 * chunk_s
             and (row["send_slip_p95_s"] or 0.0) <= FRAME_S
             and row["sessions_closed"] == n and not row["errors"])
 
 
-def clearly_broken(rows: list[dict[str, Any]], chunk_s: float) -> bool:
+def clearly_broken(rows: list[dict[str, Any]]) -> bool:
     """Two failures in a row, or one far past the limit: larger N would only take longer to say no."""
     if not rows or rows[-1]["real_time"]:
         return False
     p95 = rows[-1]["partial_p95_s"]
-    return (p95 is None or p95 > 5 * chunk_s) or (len(rows) >= 2 and not rows[-2]["real_time"])
-
-
-def _r(x: float | None, digits: int = 3) -> float | None:
-    return None if x is None else round(x, digits)
+    return (p95 is None or p95 > 5 * MAX_DELAY_S) or (len(rows) >= 2 and not rows[-2]["real_time"])
 
 
 async def wait_for_quiet(max_pct: float, limit_s: float) -> float:
     """Wait (at most limit_s) until the whole machine is below max_pct CPU (our servers idle between runs)."""
     deadline = time.monotonic() + limit_s
-    announced = False
     while True:
         b0 = _busy(psutil.cpu_times())
         await asyncio.sleep(2.0)
         pct = 100 * (_busy(psutil.cpu_times()) - b0) / 2.0
         if pct <= max_pct or time.monotonic() > deadline:
             return pct
-        if not announced:
-            print(f"  waiting for the machine to quieten down (other processes at {pct:.0f}% CPU) ...", flush=True)
-            announced = True
 
 
 async def settle(server: ServerProc, limit_s: float = 300.0) -> dict[str, Any]:
@@ -405,269 +299,240 @@ async def settle(server: ServerProc, limit_s: float = 300.0) -> dict[str, Any]:
         await asyncio.sleep(0.5)
 
 
-async def warm_up(server: ServerProc, stream: np.ndarray) -> None:
-    """One short session sent as fast as allowed: first forwards allocate; not measured."""
-    async with connect(server.ws_url, max_size=None) as ws:
-        await ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm_s16le"}))
-        await ws.recv()
-        for i in range(0, min(stream.size, 8 * RATE), FRAME_SAMPLES):
-            await ws.send(stream[i:i + FRAME_SAMPLES].tobytes())
-        await ws.send(json.dumps({"type": "stop"}))
-        async for message in ws:
-            if json.loads(message).get("type") == "closed":
-                break
+async def soak(server: ServerProc, streams: list[np.ndarray], chunk_s: float, seconds: float) -> dict[str, Any]:
+    """Clients loop sessions for `seconds`; RSS sampled throughout; slope after the first fifth."""
+    done = asyncio.Event()
+    trace: list[tuple[float, int]] = []
+    sampler = asyncio.create_task(sample_rss(server.ps, done, trace))
+    t_end = time.monotonic() + seconds
+    sessions = [0]
+
+    async def loop(s: np.ndarray, i: int) -> None:
+        await asyncio.sleep(i * chunk_s / max(1, len(streams)))
+        while time.monotonic() < t_end:
+            await run_client(server.ws_url, s, 0.0, 120)
+            sessions[0] += 1
+
+    await asyncio.gather(*(loop(s, i) for i, s in enumerate(streams)))
+    done.set()
+    await sampler
+    t0 = trace[0][0]
+    xs = np.array([t - t0 for t, _ in trace])
+    ys = np.array([r / 2**20 for _, r in trace])
+    warm = xs >= xs[-1] / 5
+    slope = float(np.polyfit(xs[warm], ys[warm], 1)[0]) * 3600 if warm.sum() > 2 else None
+    return {"variant": server.name, "clients": len(streams), "seconds": round(xs[-1], 1), "sessions": sessions[0],
+            "rss_start_mb": round(float(ys[warm][0]), 1), "rss_end_mb": round(float(ys[-1]), 1),
+            "rss_max_mb": round(float(ys.max()), 1), "rss_slope_mb_per_h": _r(slope, 1)}
 
 
 async def bench(args: argparse.Namespace, model_dir: Path, log_dir: Path) -> dict[str, Any]:
-    stride, field_ = model_geometry(model_dir)
     counts = [n for n in args.clients if n <= args.max_clients]
     streams = client_streams(max(counts), args.audio_s, args.seed)
-    variants = [("batching on", args.batch), ("batching off", 1)]
-    servers = [start_server(f"batch{b}", model_dir, b, args.threads, max(counts) + 4, log_dir,
-                            shlex.split(args.server_args)) for _, b in variants]
+    servers = [start_server(label, model_dir, extra, max(counts) + 4, log_dir) for label, extra in args.variants]
     try:
         for s in servers:
-            await warm_up(s, streams[0])
+            await warm_up(s.ws_url, streams[0])
         probe = await run_client(servers[0].ws_url, streams[0][: 2 * RATE], 0.0, 60)
         chunk_s = float(probe.ready["chunk_s"])
         engine = {k: probe.ready[k] for k in ("chunk_s", "left_context_s", "lookahead_s", "frame_s",
                                               "endpoint_silence_s", "max_segment_s")}
-        rows: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in variants}
+        rows: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
         for n in counts:
-            for (label, _), server in zip(variants, servers):
-                done = rows[label]
-                if clearly_broken(done, chunk_s):
+            for server in servers:
+                done = rows[server.name]
+                if clearly_broken(done):
                     continue
                 await wait_for_quiet(args.max_background, args.quiet_wait)
-                row = await run_load(server, streams[:n], chunk_s, stride, field_, args.seed)
-                for _ in range(args.retries):
-                    if row["background_cpu_pct"] <= args.max_background:
-                        break
-                    print(f"  {label:13s} N={n:3d}  other processes used {row['background_cpu_pct']}% CPU "
-                          "during the run: running it again", flush=True)
+                row = await run_load(server, streams[:n], chunk_s, args.seed)
+                if row["background_cpu_pct"] > args.max_background and args.retries:
                     await wait_for_quiet(args.max_background, args.quiet_wait)
-                    again = await run_load(server, streams[:n], chunk_s, stride, field_, args.seed)
+                    again = await run_load(server, streams[:n], chunk_s, args.seed)
                     again["retried"] = True
-                    if again["background_cpu_pct"] < row["background_cpu_pct"]:
-                        row = again
-                row["variant"] = label
+                    row = again if again["background_cpu_pct"] < row["background_cpu_pct"] else row
                 done.append(row)
-                print(f"  {label:13s} N={n:3d}  partial p50 {row['partial_p50_s']} p95 {row['partial_p95_s']} s  "
-                      f"final {row['final_p50_s']} s  cpu {row['server_cpu_pct']}%  batch {row['mean_batch']}  "
-                      f"slip p95 {row['send_slip_p95_s']}  growth {row['lag_growth_s']}  "
-                      f"bg {row['background_cpu_pct']}%  "
-                      f"{'REAL TIME' if row['real_time'] else 'not real time'}"
+                print(f"  {server.name:42s} N={n:3d}  delay p50 {row['partial_p50_s']} p95 {row['partial_p95_s']} s"
+                      f"  growth {row['lag_growth_s']}  slip {row['send_slip_p95_s']}  batch {row['mean_batch']}"
+                      f"  busy {row['model_busy_pct']}%  rss {row['server_rss_peak_mb']} MB  bg {row['background_cpu_pct']}%"
+                      f"  {'REAL TIME' if row['real_time'] else 'not real time'}"
                       + (f"  errors {row['errors'][:2]}" if row["errors"] else ""), flush=True)
                 await asyncio.sleep(1.0)
-            if all(clearly_broken(r, chunk_s) for r in rows.values()):
+            if all(clearly_broken(r) for r in rows.values()):
                 break
-        for s in servers:
-            print(f"  {s.name}: health {json.dumps(s.health().get('batching'))}", flush=True)
+        soak_result = None
+        if args.soak:
+            default = next(s for s in servers if s.args == "")
+            n = largest_real_time(rows[default.name]) or 1
+            print(f"  soak: {n} looping clients on '{default.name}' for {args.soak:.0f} s ...", flush=True)
+            soak_result = await soak(default, streams[:n], chunk_s, args.soak)
+            print(f"  soak: {soak_result}", flush=True)
     finally:
         for s in servers:
             s.stop()
-    return {"engine": engine, "rows": rows, "chunk_s": chunk_s}
+    return {"engine": engine, "rows": rows, "chunk_s": chunk_s, "soak": soak_result}
 
 
 # ---------------------------------------------------------------- reports
-def summarise(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    on, off = rows["batching on"], rows["batching off"]
-
-    def largest(rs: list[dict[str, Any]]) -> int:
-        return max((r["clients"] for r in rs if r["real_time"]), default=0)
-
-    common = sorted({r["clients"] for r in on} & {r["clients"] for r in off})
-    # compare p95 at the largest N both variants ran where at least one stayed real time
-    fixed = max((n for n in common if any(r["clients"] == n and r["real_time"] for r in on + off)), default=None)
-    p95 = {label: next((r["partial_p95_s"] for r in rs if r["clients"] == fixed), None)
-           for label, rs in rows.items()}
-    lon, loff = largest(on), largest(off)
-    return {
-        "largest_real_time_clients": {"batching on": lon, "batching off": loff},
-        "largest_real_time_ratio_on_over_off": round(lon / loff, 2) if loff else None,
-        "fixed_clients_for_p95": fixed,
-        "p95_at_fixed_clients_s": p95,
-        "mean_batch_at_fixed_clients": next((r["mean_batch"] for r in on if r["clients"] == fixed), None),
-        "p95_ratio_off_over_on": (round(p95["batching off"] / p95["batching on"], 2)
-                                  if fixed and p95["batching on"] and p95["batching off"] else None),
-    }
+def largest_real_time(rows: list[dict[str, Any]]) -> int:
+    return max((r["clients"] for r in rows if r["real_time"]), default=0)
 
 
-def table_rows(rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per N: both variants side by side and the off/on ratio of p95 partial latency."""
-    by_n: dict[int, dict[str, dict[str, Any]]] = {}
-    for label, rs in rows.items():
-        for r in rs:
-            by_n.setdefault(r["clients"], {})[label] = r
+def rss_per_stream(rows: list[dict[str, Any]]) -> float | None:
+    """Slope of peak RSS over N (MB per added stream), over the real-time runs."""
+    pts = [(r["clients"], r["server_rss_peak_mb"]) for r in rows if r["real_time"]]
+    if len(pts) < 2:
+        return None
+    xs, ys = zip(*pts)
+    return round(float(np.polyfit(xs, ys, 1)[0]), 1)
+
+
+def summarise(rows: dict[str, list[dict[str, Any]]], limits: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
-
-    def pair(d: dict[str, dict[str, Any]], key: str, digits: int = 2) -> str:
-        vals = [d.get(v, {}).get(key) for v in ("batching on", "batching off")]
-        return " / ".join("—" if x is None else (("yes" if x else "no") if isinstance(x, bool)
-                                                 else f"{x:.{digits}f}" if isinstance(x, float) else str(x))
-                          for x in vals)
-
-    for n in sorted(by_n):
-        d = by_n[n]
-        on, off = d.get("batching on", {}), d.get("batching off", {})
-        ratio = (off["partial_p95_s"] / on["partial_p95_s"]
-                 if on.get("partial_p95_s") and off.get("partial_p95_s") else None)
-        out.append({
-            "N": n, "p50": pair(d, "partial_p50_s"), "p95": pair(d, "partial_p95_s"),
-            "ratio": None if ratio is None else round(ratio, 2),
-            "final": pair(d, "final_p50_s"), "growth": pair(d, "lag_growth_s"),
-            "slip": pair(d, "send_slip_p95_s"), "cpu": pair(d, "server_cpu_pct", 0),
-            "busy": pair(d, "model_busy_pct", 0), "rss": pair(d, "server_rss_peak_mb", 0), "bg": pair(d, "background_cpu_pct", 0),
-            "batch": on.get("mean_batch"),
-            "rt": pair(d, "real_time"),
-        })
+    for label, rs in rows.items():
+        n = largest_real_time(rs)
+        at = next((r for r in rs if r["clients"] == n), None) or {}
+        out.append({"variant": label, "largest_real_time": n, "p95_at_largest_s": at.get("partial_p95_s"),
+                    "growth_at_largest_s": at.get("lag_growth_s"), "busy_at_largest_pct": at.get("model_busy_pct"),
+                    "mean_batch_at_largest": at.get("mean_batch"), "rss_at_largest_mb": at.get("server_rss_peak_mb"),
+                    "rss_per_stream_mb": rss_per_stream(rs),
+                    "workers": at.get("model_workers"), "precision": at.get("precision")})
+    for lim in limits:
+        out.append({"variant": f"limit: one offline pass, {lim['precision']} (RTF {lim['rtf']})",
+                    "largest_real_time": f"{lim['streams_at_100pct']} at 100 % busy"})
     return out
 
 
-TABLE_COLUMNS = {
-    "N": "clients", "p50": "partial p50 s (on / off)", "p95": "partial p95 s (on / off)",
-    "ratio": "p95 off/on", "final": "final after stop s", "growth": "lag growth s", "slip": "send slip p95 s",
-    "cpu": "server CPU %", "busy": "model busy %", "rss": "peak RSS MB", "bg": "other procs CPU %", "batch": "mean batch (on)", "rt": "real time",
+SUMMARY_COLUMNS = {
+    "variant": "variant", "largest_real_time": "real-time streams", "p95_at_largest_s": "p95 delay s",
+    "growth_at_largest_s": "lag growth s", "busy_at_largest_pct": "model busy %", "mean_batch_at_largest": "mean batch",
+    "rss_at_largest_mb": "peak RSS MB", "rss_per_stream_mb": "RSS per added stream MB", "workers": "workers",
+}
+DETAIL_COLUMNS = {
+    "variant": "variant", "clients": "N", "partial_p50_s": "delay p50 s", "partial_p95_s": "p95 s",
+    "lag_growth_s": "growth s", "send_slip_p95_s": "slip p95 s", "final_p50_s": "final s", "mean_batch": "batch",
+    "model_busy_pct": "busy %", "server_cpu_pct": "server CPU %", "server_rss_peak_mb": "RSS MB",
+    "background_cpu_pct": "bg CPU %", "real_time": "real time",
 }
 
 
-def plot(rows: dict[str, list[dict[str, Any]]], chunk_s: float, summary: dict[str, Any], path: Path) -> None:
+def plot(rows: dict[str, list[dict[str, Any]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
-    colours = {"batching on": "tab:blue", "batching off": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(8.5, 5), dpi=110)
     for label, rs in rows.items():
-        ns = [r["clients"] for r in rs if r["partial_p95_s"] is not None]
-        p50 = [r["partial_p50_s"] for r in rs if r["partial_p95_s"] is not None]
-        p95 = [r["partial_p95_s"] for r in rs if r["partial_p95_s"] is not None]
-        ax.plot(ns, p95, "o-", color=colours[label], label=f"{label}: p95")
-        ax.plot(ns, p50, "s--", color=colours[label], alpha=0.7, label=f"{label}: p50")
-        best = summary["largest_real_time_clients"][label]
-        if best:
-            dash = (0, (3, 3)) if label == "batching on" else (3, (3, 3))  # interleaved: both show when equal
-            ax.axvline(best, color=colours[label], ls=dash, lw=2, label=f"largest real-time N, {label}: {best}")
-    ax.axhline(2 * chunk_s, color="red", lw=1, ls="-.", label=f"real-time limit: p95 = 2 x chunk ({2 * chunk_s:.2f} s)")
-    ax.set_xscale("log", base=2)
+        pts = [(r["clients"], r["partial_p95_s"]) for r in rs if r["partial_p95_s"] is not None]
+        if pts:
+            ax.plot(*zip(*pts), "o-", label=f"{label} (real time up to {largest_real_time(rs)})")
+    ax.axhline(MAX_DELAY_S, color="red", lw=1, ls="-.", label=f"real-time limit: p95 = {MAX_DELAY_S:g} s")
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}" if f"{y:.0e}"[0] in "235" else ""))
-    all_n = sorted({r["clients"] for rs in rows.values() for r in rs})
-    ax.set_xticks(all_n, [str(n) for n in all_n])
-    ax.set_xlim(min(all_n) / 1.25, max(all_n) * 1.25)
     ax.set_xlabel("concurrent real-time clients (N)")
-    ax.set_ylabel("partial latency (s, log)")
-    ax.set_title("Partial latency vs load: wav2vec2-base (random weights), CPU", fontsize=11)
+    ax.set_ylabel("p95 partial delay (s, log)")
+    ax.set_title("Partial delay vs load: wav2vec2-base (random weights), CPU", fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=7.5, loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
+def report(data: dict[str, Any], name: str) -> str:
+    """Write <name>.md (tables + what they mean, for the README) and <name>.png from a results dict."""
+    st, info = data["settings"], data["machine"]
+    skipped = "".join(f" Not run: {s}." for s in data.get("skipped", []))
+    soak_line = ""
+    if data.get("soak"):
+        s = data["soak"]
+        soak_line = (f"\n\nSoak: {s['clients']} looping clients on '{s['variant']}' for {s['seconds']:.0f} s "
+                     f"({s['sessions']} sessions): RSS {s['rss_start_mb']} → {s['rss_end_mb']} MB after warm-up, "
+                     f"slope {s['rss_slope_mb_per_h']} MB/h.")
+    md = (f"{markdown_table(data['summary'], SUMMARY_COLUMNS)}\n\n"
+          f"{info['cpu_count']} CPU cores ({info.get('cpu_model') or 'unknown CPU'}), torch {info['torch']}; native BF16: "
+          f"{'yes' if st['native_bf16'] else 'no'}. {st['audio_s_per_client']:g} s of speech per client in 100 ms "
+          f"frames, chunk {st['engine']['chunk_s']:g} s, left context {st['engine']['left_context_s']:g} s, "
+          f"look-ahead {st['engine']['lookahead_s']:g} s. {data['definitions']}{skipped}{soak_line}\n\n"
+          f"<details><summary>Every run</summary>\n\n"
+          f"{markdown_table([r for rs in data['rows'].values() for r in rs], DETAIL_COLUMNS)}\n\n</details>\n\n"
+          f"![partial delay vs load](bench/results/{name}.png)\n")
+    (RESULTS / f"{name}.md").write_text(md, encoding="utf-8")
+    plot(data["rows"], RESULTS / f"{name}.png")
+    return md
+
+
 DEFINITION = (
-    "Partial latency: arrival of the j-th partial minus the moment the client had sent all the audio window j "
-    "needs (chunk j plus the look-ahead); excludes the look-ahead and the 100 ms framing, i.e. pure server + "
-    "transport delay. Real time: p95 partial latency <= 2 x chunk, lag growth (last third minus first third "
-    "of each stream) <= 0.5 x chunk, p95 send slip <= 0.1 s."
+    "Partial delay: a partial's arrival minus the moment the client had sent the audio up to its `end` "
+    "(server + transport only). Real time: p95 partial delay <= 1 s, lag growth (last third minus first third "
+    "of each stream) <= 0.5 x chunk, p95 send slip <= 0.1 s, every session closed cleanly. Model busy: compute "
+    "time / (wall time x workers). RSS per added stream: slope of peak RSS over N across real-time runs."
 )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: N in {1, 2}, 8 s of audio per client")
+    p.add_argument("--quick", action="store_true", help="smoke run: N in {1, 2}, 8 s per client, two variants")
     p.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=list(FULL_CLIENTS),
                    help="client counts to try, comma-separated (default: %(default)s)")
-    p.add_argument("--max-clients", type=int, default=64, help="largest N to try (%(default)s)")
-    p.add_argument("--audio-s", type=float, default=25.0, help="seconds of audio per client (%(default)s)")
-    p.add_argument("--batch", type=int, default=8, help="--max-batch of the batching-on server (%(default)s)")
-    p.add_argument("--threads", type=int, default=2, help="server torch threads (%(default)s)")
+    p.add_argument("--max-clients", type=int, default=32, help="largest N to try (%(default)s)")
+    p.add_argument("--audio-s", type=float, default=24.0, help="seconds of audio per client (%(default)s)")
+    p.add_argument("--only", default=None, help="comma-separated substrings: run only the variants that match")
+    p.add_argument("--variant", action="append", default=[], metavar="LABEL::ARGS",
+                   help="run this variant (label and `serve` args) instead of the built-in list; repeatable")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for the limit row (%(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--retries", type=int, default=1,
-                   help="run an N again (keeping the quieter run) when other processes were busy (%(default)s)")
-    p.add_argument("--quiet-wait", type=float, default=120.0,
-                   help="before each run, wait up to this many seconds for other processes to go quiet (%(default)s)")
-    p.add_argument("--max-background", type=float, default=10.0,
-                   help="CPU %% of other processes during a run above which it is retried (%(default)s)")
-    p.add_argument("--server-args", default="",
-                   help="extra `serve` options for both servers, e.g. '--quantize int8 --feature-cache'")
+    p.add_argument("--retries", type=int, default=1, help="rerun an N once when other processes were busy")
+    p.add_argument("--quiet-wait", type=float, default=60.0, help="wait up to this long for a quiet machine (s)")
+    p.add_argument("--max-background", type=float, default=10.0, help="other processes' CPU %% that forces a rerun")
+    p.add_argument("--soak", type=float, default=0.0, help="after the runs: soak the default for this many seconds")
     p.add_argument("--name", default=None, help="results file stem (default: load, or load-quick with --quick)")
-    p.add_argument("--keep-logs", type=Path, default=None, help="copy the server logs into this folder")
-    p.add_argument("--report-only", action="store_true",
-                   help="rebuild load.md and load.png from bench/results/load.json without running anything")
+    p.add_argument("--report-only", action="store_true", help="rebuild load.md/load.png from load.json")
     args = p.parse_args(argv)
+    name = args.name or ("load-quick" if args.quick else "load")
     if args.report_only:
-        name = "load-quick" if args.quick else "load"
         print(report(json.loads((RESULTS / f"{name}.json").read_text()), name))
         return 0
+    native = cpu_has_native_bf16()
+    variants = [(label, extra) for label, extra in VARIANTS if native or "bf16" not in label]
+    skipped = [] if native else ["bf16 (this CPU has no native BF16: oneDNN emulates it, ~30x slower than fp32)"]
     if args.quick:
         args.clients, args.audio_s = [1, 2], 8.0
+        variants = [VARIANTS[0], VARIANTS[2]]
+    if args.variant:
+        variants = [tuple(v.split("::", 1)) for v in args.variant]  # type: ignore[misc]
+    if args.only:
+        keys = args.only.split(",")
+        variants = [v for v in variants if any(k in v[0] for k in keys)]
+    args.variants = variants
 
     started = time.monotonic()
-    info = machine_info()
     with tempfile.TemporaryDirectory(prefix="asr-load-") as tmp:
         model_dir = Path(tmp) / "wav2vec2-base-random"
         print(f"saving a random-weight wav2vec2-base to {model_dir} ...", flush=True)
         save_random_base_model(model_dir, args.seed)
+        limits = [offline_limit(model_dir, p, args.threads) for p in ("fp32", "int8") + (("bf16",) if native else ())]
+        print(f"  limits: {limits}", flush=True)
         out = asyncio.run(bench(args, model_dir, Path(tmp)))
-        if args.keep_logs:
-            args.keep_logs.mkdir(parents=True, exist_ok=True)
-            for f in Path(tmp).glob("server-*.log"):
-                shutil.copy(f, args.keep_logs / f.name)
-    rows, chunk_s = out["rows"], out["chunk_s"]
     data = {
         "bench": "load", "command": " ".join([Path(sys.executable).name, "bench/load.py", *(argv or sys.argv[1:])]),
-        "settings": {"clients_tried": args.clients, "max_clients": args.max_clients, "audio_s_per_client": args.audio_s,
-                     "frame_s": FRAME_S, "sample_rate": RATE, "encoding": "pcm_s16le", "server_threads": args.threads,
-                     "server_args": args.server_args,
-                     "variants": {"batching on": {"max_batch": args.batch}, "batching off": {"max_batch": 1}},
-                     "model": "Wav2Vec2ForCTC(Wav2Vec2Config()) random weights (base-size)",
-                     "engine": out["engine"], "seed": args.seed, "quick": args.quick,
-                     "real_time_criteria": {"partial_p95_max_s": 2 * chunk_s, "lag_growth_max_s": 0.5 * chunk_s,
+        "settings": {"clients_tried": args.clients, "audio_s_per_client": args.audio_s, "frame_s": FRAME_S,
+                     "sample_rate": RATE, "encoding": "pcm_s16le", "variants": dict(variants), "native_bf16": native,
+                     "model": "Wav2Vec2ForCTC(Wav2Vec2Config()) random weights (base-size)", "engine": out["engine"],
+                     "seed": args.seed, "quick": args.quick,
+                     "real_time_criteria": {"partial_p95_max_s": MAX_DELAY_S, "lag_growth_max_s": 0.5 * out["chunk_s"],
                                             "send_slip_p95_max_s": FRAME_S}},
-        "definitions": DEFINITION,
-        "machine": info,
-        "summary": summarise(rows),
-        "rows": rows,
+        "definitions": DEFINITION, "machine": machine_info(), "limits": limits, "skipped": skipped,
+        "summary": summarise(out["rows"], limits), "rows": out["rows"], "soak": out["soak"],
         "bench_wall_s": round(time.monotonic() - started, 1),
     }
-    name = args.name or ("load-quick" if args.quick else "load")  # a smoke run never overwrites the full results
     path = write_results(name, data)
     md = report(data, name)
-    if not args.quick:
-        update_readme(name, md)  # README sections bench:load, bench:load-int8, ... when present
+    if not args.quick and not args.only and not args.variant:
+        update_readme(name, md)
     print()
     print(md)
     print(f"wrote {path}, {RESULTS / f'{name}.md'}, {RESULTS / f'{name}.png'} in {data['bench_wall_s']:.0f} s")
     return 0
-
-
-def report(data: dict[str, Any], name: str) -> str:
-    """Write <name>.md (table + what it means, for the README) and <name>.png from a results dict."""
-    rows, st, s, info = data["rows"], data["settings"], data["summary"], data["machine"]
-    chunk_s = st["engine"]["chunk_s"]
-    lon, loff = s["largest_real_time_clients"]["batching on"], s["largest_real_time_clients"]["batching off"]
-    single = next((r for r in rows["batching off"] if r["clients"] == 1), None)
-    meaning = (
-        f"On this machine ({info['cpu_count']} CPU cores, torch {info['torch']}, {st['server_threads']} torch threads) "
-        f"one server keeps **{lon}** concurrent real-time streams of the base-size model with batching "
-        f"(`--max-batch {st['variants']['batching on']['max_batch']}`) and **{loff}** without (`--max-batch 1`)"
-        + (f"; at N = {s['fixed_clients_for_p95']} batching-off p95 partial latency is "
-           f"{s['p95_ratio_off_over_on']}x batching-on's (mean batch there: {s['mean_batch_at_fixed_clients']})"
-           if s["p95_ratio_off_over_on"] else "")
-        + (f". Each stream keeps the model thread about {single['model_busy_pct']:.0f} % busy, so about "
-           f"{100 / single['model_busy_pct']:.1f} streams fill it whatever the batching: on CPU a batch costs about as much as its windows one by one, and batches "
-           "only form once windows queue." if single and single["model_busy_pct"] else ".")
-    )
-    md = (f"{markdown_table(table_rows(rows), TABLE_COLUMNS)}\n\nCells are `batching on / batching off`; "
-          f"{st['audio_s_per_client']:g} s of speech per client in 100 ms frames, chunk {chunk_s:g} s. "
-          f"{data['definitions']}\n\n{meaning}\n")
-    (RESULTS / f"{name}.md").write_text(md, encoding="utf-8")
-    plot(rows, chunk_s, s, RESULTS / f"{name}.png")
-    return md
 
 
 if __name__ == "__main__":

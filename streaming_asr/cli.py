@@ -55,6 +55,12 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="run the transformer on new frames only, attending to the left context's cached "
                         "keys/values (limited left-context attention; see README for what it costs in "
                         "accuracy; off = recompute the left context every window) (default: on)")
+    g.add_argument("--state-refresh", type=float, default=d.state_refresh_s,
+                   help="with state reuse: seconds of the newest left context the transformer runs again "
+                        "each window, with the new right context (more accuracy, more compute) (%(default)s)")
+    g.add_argument("--lookahead-reuse", type=on_off, default=False, metavar="on|off",
+                   help="with state reuse: take the previous window's look-ahead features instead of running "
+                        "the CNN on them again (default: off)")
     g.add_argument("--max-catchup-chunks", type=int, default=d.max_catchup_chunks,
                    help="a session that fell behind may own this many chunks in one window; 1 makes "
                         "results independent of timing at some cost in throughput (%(default)s)")
@@ -64,7 +70,9 @@ def engine_config(args: argparse.Namespace) -> StreamConfig:
     return StreamConfig(chunk_s=args.chunk, left_context_s=args.left_context, lookahead_s=args.lookahead,
                         endpoint_silence_s=args.endpoint_silence, max_segment_s=args.max_segment,
                         max_catchup_chunks=args.max_catchup_chunks,
-                        feature_reuse=args.feature_reuse or args.state_reuse, state_reuse=args.state_reuse).validate()
+                        feature_reuse=args.feature_reuse or args.state_reuse, state_reuse=args.state_reuse,
+                        state_refresh_s=args.state_refresh if args.state_reuse else 0.0,
+                        lookahead_reuse=args.lookahead_reuse and args.state_reuse).validate()
 
 
 def build_parser() -> argparse.ArgumentParser:

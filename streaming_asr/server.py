@@ -31,10 +31,10 @@ from websockets.http11 import Request, Response
 from . import PROTOCOL_VERSION, __version__
 from .audio import AudioFormatError, AudioInput, PcmFormat
 from .batcher import Batcher, ForwardFn
-from .config import ConfigError, StreamConfig, StreamLimits
+from .config import SERVE_DEFAULT, ConfigError, StreamConfig, StreamLimits
 from .events import Final, Partial
 from .model import CtcModel, ModelInfo
-from .model.threads import WorkerPlan, plan_workers
+from .model.runtime import WorkerPlan, plan_workers
 from .session import StreamingSession
 
 log = logging.getLogger("streaming_asr.server")
@@ -65,7 +65,7 @@ class ServerSettings:
     max_wait_ms: float = 5.0
     model_workers: int = 1  # batches computed at once, each on its own thread
     model_threads: int | None = None  # torch threads per worker (None: leave torch's setting)
-    engine: StreamConfig = field(default_factory=StreamConfig)
+    engine: StreamConfig = SERVE_DEFAULT
     limits: StreamLimits = field(default_factory=StreamLimits)
     phrase_boost: float | None = None  # None: the phrase module's default
 
@@ -81,7 +81,7 @@ class AsrServer:
         if settings.model_threads:
             from functools import partial
 
-            from .model.threads import set_torch_threads
+            from .model.runtime import set_torch_threads
 
             init = partial(set_torch_threads, settings.model_threads)
         self.batcher = Batcher(forward, settings.max_batch, settings.max_wait_ms / 1000, settings.model_workers, init)
@@ -535,6 +535,10 @@ def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: Wor
 def serve_from_args(args: argparse.Namespace, config: StreamConfig) -> int:
     from .cli import model_precision, usable_config
 
+    if os.environ.get("STREAMING_ASR_TUNE_MALLOC") == "1":  # opt-in: less RSS, some compute (README)
+        from .model.runtime import tune_allocator
+
+        tune_allocator()
     model = CtcModel.load(args.model, device=args.device, precision=model_precision(args))
     plan = plan_workers(model.device, args.model_workers, args.threads)
     settings = settings_from_args(args, usable_config(model, config), plan)

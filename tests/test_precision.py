@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streaming_asr.model import CtcModel, PrecisionError, ReuseInput, resolve_precision, tiny_config
-from streaming_asr.model.threads import plan_workers
+from streaming_asr.model.runtime import plan_workers
 
 ZEN3 = frozenset("fpu sse2 avx avx2 fma f16c".split())
 ZEN4 = ZEN3 | {"avx512f", "avx512bw", "avx512_bf16", "avx512_vnni"}

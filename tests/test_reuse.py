@@ -173,3 +173,56 @@ def test_reuse_streaming_stays_close_to_offline(config: StreamConfig) -> None:
         st_.append(transcribe_streaming(model, model.info, audio, config).text)
     assert wer(" ".join(refs), " ".join(st_)) <= wer(" ".join(refs), " ".join(off)) + 0.05
     assert cer(" ".join(off), " ".join(st_)) < 0.12
+
+
+def test_state_refresh_reruns_the_newest_cached_frames_and_replaces_their_state() -> None:
+    model = tiny_model()
+    cfg = StreamConfig(chunk_s=0.4, left_context_s=0.8, lookahead_s=0.2, feature_reuse=True, state_reuse=True,
+                       state_refresh_s=0.2)
+    session = StreamingSession(model.info, cfg)
+    session.push(_noise(4.0, 6))
+    session.finish()
+    seen = []
+    while (win := session.next_window()) is not None:
+        item = win.model_input
+        logp, cache = model([item])[0]
+        seen.append((item.refresh, logp.shape[0], cache.frames, win.num_frames))
+        session.accept(win, (logp, cache))
+        assert session._cache.frames == min(40, session.next_frame)
+    assert seen[0][0] == 0 and all(r == 10 for r, *_ in seen[1:])
+    assert all(n == frames and c == n + r for r, n, c, frames in seen)  # log-probs: new frames; cache: + refreshed
+    # refreshing every cached frame is a recompute of the transformer over the whole window
+    full = StreamConfig(chunk_s=0.4, left_context_s=0.4, lookahead_s=0.2, state_reuse=True, feature_reuse=True,
+                        state_refresh_s=0.4)
+    exact = StreamConfig(chunk_s=0.4, left_context_s=0.4, lookahead_s=0.2, feature_reuse=True)
+    audio = _noise(3.0, 7)
+    a = transcribe_streaming(model, model.info, audio, full).text
+    b = transcribe_streaming(model, model.info, audio, exact).text
+    assert a == b
+
+
+def test_lookahead_reuse_hands_the_previous_lookahead_features_to_the_next_window() -> None:
+    model = tiny_model()
+    cfg = StreamConfig(chunk_s=0.4, left_context_s=0.8, lookahead_s=0.2, feature_reuse=True, state_reuse=True,
+                       lookahead_reuse=True)
+    session = StreamingSession(model.info, cfg)
+    session.push(_noise(4.0, 8))
+    plain = StreamingSession(model.info, STATE)
+    plain.push(_noise(4.0, 8))
+    aheads = []
+    while (win := session.next_window()) is not None:
+        item = win.model_input
+        aheads.append(0 if item.ahead is None else item.ahead.frames)
+        ref = plain.next_window()
+        out = model([item])[0]
+        if item.ahead is not None:  # same projected features the plain path computes, up to GroupNorm statistics
+            proj = model([ref.model_input])[0][1].data[0, :item.ahead.frames]
+            assert np.abs(item.ahead.data[0].numpy() - proj.numpy()).max() < 0.2 * np.abs(proj.numpy()).max()
+            assert batch_key(item) != batch_key(ref.model_input)
+        session.accept(win, out)
+        plain.accept(ref, model([ref.model_input])[0])
+    assert aheads[0] == 0 and set(aheads[1:]) == {10}
+    session.finish()
+    while (win := session.next_window()) is not None:
+        session.accept(win, model([win.model_input])[0])
+    assert [e for e in session.pop_events() if isinstance(e, Final)][-1].reason == "stop"

@@ -349,3 +349,29 @@ async def test_a_model_failure_is_an_internal_error_not_a_hang(server_factory: A
     assert _http_status(server.http_url + "/health") == 200
     events, code = await transcribe(server.ws_url, b"\x01\x00" * 16000)
     assert code == 1000 and events[-1]["type"] == "closed"
+
+
+async def test_state_reuse_server_with_two_model_workers(server_factory: Any) -> None:
+    """`serve`'s default path: state reuse, several workers, concurrent sessions batched; ready and /health say so."""
+    from streaming_asr.config import StreamConfig
+
+    cfg = StreamConfig(left_context_s=2.56, feature_reuse=True, state_reuse=True)
+    server = server_factory("standin", engine=cfg, model_workers=2)
+    rows = espeak_rows()[4:7]
+    async with websockets.connect(server.ws_url) as ws:
+        ready = await start(ws, chunk_s=0.32, left_context_s=0.64)  # per-session geometry rides on the cache too
+        assert (ready["precision"], ready["feature_reuse"], ready["state_reuse"]) == ("fp32", True, True)
+        assert ready["left_context_s"] == 0.64
+        await send_audio(ws, pcm16(rows[0]["wav"]))
+        await ws.send(json.dumps({"type": "stop"}))
+        short = " ".join(e["text"] for e in await drain(ws) if e["type"] == "final" and e["text"])
+    results = await asyncio.gather(*(transcribe(server.ws_url, pcm16(r["wav"])) for r in rows))
+    model = standin_model()
+    for row, (events, code) in zip(rows, results):
+        text = " ".join(e["text"] for e in events if e["type"] == "final" and e["text"])
+        offline = transcribe_offline(model, model.info, read_audio(row["wav"], 16000)[0]).text
+        assert code == 1000 and cer(offline, text) < 0.2
+    assert cer(row_text := transcribe_offline(model, model.info, read_audio(rows[0]["wav"], 16000)[0]).text,
+               short) < 0.3, (row_text, short)
+    health = json.loads(urllib.request.urlopen(server.http_url + "/health").read())
+    assert health["state_reuse"] is True and health["model_workers"] == 2 and health["precision"] == "fp32"

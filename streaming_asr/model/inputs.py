@@ -9,8 +9,8 @@ Three kinds of window input, one per streaming variant:
 - :class:`ReuseInput` with ``state=True`` (state reuse, limited left-context attention): only the new
   frames go through the transformer; cached keys/values of the left-context frames are attended to.
 
-Reuse outputs come back with a :class:`FrameCache` of the new frames, which the session keeps for
-the next window. The engine treats the cache as opaque: it only slices and joins it by frame.
+Reuse outputs come back with a :class:`FrameCache` of the new frames (with state reuse, of the
+refreshed frames too), which the session keeps for the next window. The engine treats the cache as opaque: it only slices and joins it by frame.
 """
 
 from __future__ import annotations
@@ -45,11 +45,13 @@ class FrameCache:
         """Frames [start, end) (a copy, so the source window's buffers can be freed)."""
         return FrameCache(self.data[:, start:end].clone())
 
-    def then(self, other: "FrameCache") -> "FrameCache":
-        """This cache followed by `other`'s frames."""
+    @staticmethod
+    def join(pieces: "Sequence[tuple[FrameCache, int, int]]") -> "FrameCache":
+        """Frames [start, end) of each piece, in order, in one new allocation (no intermediate copies)."""
         import torch
 
-        return FrameCache(torch.cat([self.data, other.data], dim=1))
+        views = [c.data[:, a:b] for c, a, b in pieces if b > a]
+        return FrameCache(torch.cat(views, dim=1) if len(views) > 1 else views[0].clone())
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class ReuseInput:
     new_from: int  # window frame where computation starts; frames before it come from `cache`
     cache: FrameCache | None  # None only when new_from == 0
     state: bool  # True: transformer state reuse; False: feature reuse only
+    refresh: int = 0  # state reuse: the last `refresh` cached frames go through the transformer again
+    ahead: FrameCache | None = None  # state reuse: projected features of the first new frames (1 row)
 
 
 ModelInput = np.ndarray | ReuseInput
@@ -74,7 +78,8 @@ ModelOutput = np.ndarray | tuple[np.ndarray, FrameCache]  # log-probs, or (log-p
 def batch_key(item: ModelInput) -> tuple[Any, ...]:
     """Inputs with equal keys can share one batched forward without padding."""
     if isinstance(item, ReuseInput):
-        return ("state" if item.state else "features", len(item.audio), item.new_from)
+        ahead = item.ahead.frames if item.ahead is not None else 0
+        return ("state" if item.state else "features", len(item.audio), item.new_from, item.refresh, ahead)
     return ("window", len(item))
 
 

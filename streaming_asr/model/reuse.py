@@ -16,6 +16,10 @@ model's own modules (so any precision the model was put in applies):
   left-context attention over the same span a recompute window sees, but with the left frames'
   states from when they were computed, not recomputed with the newer audio. Both post-LN (base,
   `do_stable_layer_norm=False`) and pre-LN (large/lv60, the stand-in) layer layouts are handled.
+- **Look-ahead feature reuse** (state path, optional): the previous window's look-ahead frames are
+  this window's first new frames; their projected features are taken from that window instead of
+  running the CNN on them again (they differ from a recompute only through conv-0's GroupNorm
+  statistics, which then come from the previous window).
 """
 
 from __future__ import annotations
@@ -69,14 +73,17 @@ class ReuseForward:
     def __call__(self, windows: Sequence[ReuseInput]) -> list[tuple[np.ndarray, FrameCache]]:
         torch = self.torch
         audio = torch.from_numpy(np.stack([w.audio for w in windows]).astype(np.float32))
-        new_from = windows[0].new_from
-        cache = None
-        if new_from:
+        first = windows[0]
+        cache = ahead = None
+        if first.new_from:
             cache = torch.stack([w.cache.data for w in windows]).to(self.device)  # type: ignore[union-attr]
+        skip = first.ahead.frames if first.ahead is not None else 0
+        if skip:
+            ahead = torch.stack([w.ahead.data[0] for w in windows]).to(self.device)  # type: ignore[union-attr]
         with torch.inference_mode():
-            feats = self.new_features(audio.to(self.device, self.dtype), new_from)
-            if windows[0].state:
-                logits, states = self._state_forward(feats, cache)
+            feats = self.new_features(audio.to(self.device, self.dtype), first.new_from + skip)
+            if first.state:
+                logits, states = self._state_forward(feats, cache, first.refresh, ahead)
             else:
                 logits, states = self._feature_forward(feats, cache)
             logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
@@ -129,10 +136,21 @@ class ReuseForward:
         return self.model.lm_head(hidden), feats[:, None]
 
     # --------------------------------------------------------- transformer
-    def _state_forward(self, feats: Any, cache: Any) -> tuple[Any, Any]:
-        """New frames through the transformer against cached left-context keys/values."""
+    def _state_forward(self, feats: Any, cache: Any, refresh: int = 0, ahead: Any = None) -> tuple[Any, Any]:
+        """New frames through the transformer against cached left-context keys/values.
+
+        `refresh` > 0: the last `refresh` cached frames are run again too (from their cached projected
+        features), now with this window's right context; their new keys/values replace the cached
+        ones and only the new frames' log-probs are returned. `ahead`: projected features of the
+        first new frames, from the previous window's look-ahead (their CNN is not run again).
+        """
         torch = self.torch
         proj, _ = self.base.feature_projection(feats)
+        if ahead is not None:
+            proj = torch.cat([ahead, proj], dim=1)
+        if refresh:
+            proj = torch.cat([cache[:, 0, -refresh:], proj], dim=1)
+            cache = cache[:, :, :-refresh] if cache.shape[2] > refresh else None
         hidden = proj + self._positions(proj, None if cache is None else cache[:, 0])
         if not self.pre_ln:
             hidden = self.encoder.layer_norm(hidden)
@@ -143,7 +161,7 @@ class ReuseForward:
             rows += [k, v]
         if self.pre_ln:
             hidden = self.encoder.layer_norm(hidden)
-        return self.model.lm_head(hidden), torch.stack(rows, dim=1)
+        return self.model.lm_head(hidden[:, refresh:]), torch.stack(rows, dim=1)
 
     def _positions(self, proj: Any, past: Any) -> Any:
         """The positional convolution's output for the new frames only, reading cached frames on the left."""
