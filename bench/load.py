@@ -53,15 +53,16 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import REPO, RESULTS, STANDIN_MODEL, machine_info, markdown_table, percentile, update_readme, write_results  # noqa: E402
+from common import REPO, RESULTS, STANDIN_MODEL, machine_info, percentile, update_readme, write_results  # noqa: E402
 from load_client import FRAME_S, RATE, client_streams, run_client, warm_up  # noqa: E402
+from load_report import DEFINITION, MAX_DELAY_S, largest_real_time, report, summarise  # noqa: E402
 
 from streaming_asr.model.precision import cpu_has_native_bf16  # noqa: E402  (reads CPU flags; no torch)
 
@@ -69,7 +70,6 @@ PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokeniz
                    "special_tokens_map.json", "added_tokens.json")
 FULL_CLIENTS = (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32)
 LISTEN_RE = re.compile(r"listening on ws://([\d.]+):(\d+)(/\S*)")
-MAX_DELAY_S = 1.0
 # the previous default: every window recomputed, one worker, its geometry (1.28 s left, 0.64 s chunk)
 RECOMPUTE = "--feature-reuse off --state-reuse off --model-workers 1 --threads 2 --chunk 0.64 --left-context 1.28"
 VARIANTS = [  # (label, extra `serve` args); "default" has none
@@ -333,10 +333,13 @@ async def bench(args: argparse.Namespace, model_dir: Path, log_dir: Path) -> dic
     try:
         for s in servers:
             await warm_up(s.ws_url, streams[0])
-        probe = await run_client(servers[0].ws_url, streams[0][: 2 * RATE], 0.0, 60)
-        chunk_s = float(probe.ready["chunk_s"])
-        engine = {k: probe.ready[k] for k in ("chunk_s", "left_context_s", "lookahead_s", "frame_s",
-                                              "endpoint_silence_s", "max_segment_s")}
+        engines: dict[str, dict[str, Any]] = {}
+        for s in servers:  # each variant's own geometry: its chunk sets its lag-growth limit
+            probe = await run_client(s.ws_url, streams[0][: 2 * RATE], 0.0, 60)
+            engines[s.name] = {k: probe.ready[k] for k in ("chunk_s", "left_context_s", "lookahead_s", "frame_s",
+                                                           "endpoint_silence_s", "max_segment_s")}
+        default = next((s for s in servers if s.args == ""), servers[0])
+        engine = engines[default.name]
         rows: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
         for n in counts:
             for server in servers:
@@ -344,6 +347,7 @@ async def bench(args: argparse.Namespace, model_dir: Path, log_dir: Path) -> dic
                 if clearly_broken(done):
                     continue
                 await wait_for_quiet(args.max_background, args.quiet_wait)
+                chunk_s = float(engines[server.name]["chunk_s"])
                 row = await run_load(server, streams[:n], chunk_s, args.seed)
                 if row["background_cpu_pct"] > args.max_background and args.retries:
                     await wait_for_quiet(args.max_background, args.quiet_wait)
@@ -361,112 +365,15 @@ async def bench(args: argparse.Namespace, model_dir: Path, log_dir: Path) -> dic
                 break
         soak_result = None
         if args.soak:
-            default = next(s for s in servers if s.args == "")
             n = largest_real_time(rows[default.name]) or 1
             print(f"  soak: {n} looping clients on '{default.name}' for {args.soak:.0f} s ...", flush=True)
-            soak_result = await soak(default, streams[:n], chunk_s, args.soak)
+            soak_result = await soak(default, streams[:n], float(engine["chunk_s"]), args.soak)
             print(f"  soak: {soak_result}", flush=True)
     finally:
         for s in servers:
             s.stop()
-    return {"engine": engine, "rows": rows, "chunk_s": chunk_s, "soak": soak_result}
-
-
-# ---------------------------------------------------------------- reports
-def largest_real_time(rows: list[dict[str, Any]]) -> int:
-    return max((r["clients"] for r in rows if r["real_time"]), default=0)
-
-
-def rss_per_stream(rows: list[dict[str, Any]]) -> float | None:
-    """Slope of peak RSS over N (MB per added stream), over the real-time runs."""
-    pts = [(r["clients"], r["server_rss_peak_mb"]) for r in rows if r["real_time"]]
-    if len(pts) < 2:
-        return None
-    xs, ys = zip(*pts)
-    return round(float(np.polyfit(xs, ys, 1)[0]), 1)
-
-
-def summarise(rows: dict[str, list[dict[str, Any]]], limits: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for label, rs in rows.items():
-        n = largest_real_time(rs)
-        at = next((r for r in rs if r["clients"] == n), None) or {}
-        out.append({"variant": label, "largest_real_time": n, "p95_at_largest_s": at.get("partial_p95_s"),
-                    "growth_at_largest_s": at.get("lag_growth_s"), "busy_at_largest_pct": at.get("model_busy_pct"),
-                    "mean_batch_at_largest": at.get("mean_batch"), "rss_at_largest_mb": at.get("server_rss_peak_mb"),
-                    "rss_per_stream_mb": rss_per_stream(rs),
-                    "workers": at.get("model_workers"), "precision": at.get("precision")})
-    for lim in limits:
-        out.append({"variant": f"limit: one offline pass, {lim['precision']} (RTF {lim['rtf']})",
-                    "largest_real_time": f"{lim['streams_at_100pct']} at 100 % busy"})
-    return out
-
-
-SUMMARY_COLUMNS = {
-    "variant": "variant", "largest_real_time": "real-time streams", "p95_at_largest_s": "p95 delay s",
-    "growth_at_largest_s": "lag growth s", "busy_at_largest_pct": "model busy %", "mean_batch_at_largest": "mean batch",
-    "rss_at_largest_mb": "peak RSS MB", "rss_per_stream_mb": "RSS per added stream MB", "workers": "workers",
-}
-DETAIL_COLUMNS = {
-    "variant": "variant", "clients": "N", "partial_p50_s": "delay p50 s", "partial_p95_s": "p95 s",
-    "lag_growth_s": "growth s", "send_slip_p95_s": "slip p95 s", "final_p50_s": "final s", "mean_batch": "batch",
-    "model_busy_pct": "busy %", "server_cpu_pct": "server CPU %", "server_rss_peak_mb": "RSS MB",
-    "background_cpu_pct": "bg CPU %", "real_time": "real time",
-}
-
-
-def plot(rows: dict[str, list[dict[str, Any]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8.5, 5), dpi=110)
-    for label, rs in rows.items():
-        pts = [(r["clients"], r["partial_p95_s"]) for r in rs if r["partial_p95_s"] is not None]
-        if pts:
-            ax.plot(*zip(*pts), "o-", label=f"{label} (real time up to {largest_real_time(rs)})")
-    ax.axhline(MAX_DELAY_S, color="red", lw=1, ls="-.", label=f"real-time limit: p95 = {MAX_DELAY_S:g} s")
-    ax.set_yscale("log")
-    ax.set_xlabel("concurrent real-time clients (N)")
-    ax.set_ylabel("p95 partial delay (s, log)")
-    ax.set_title("Partial delay vs load: wav2vec2-base (random weights), CPU", fontsize=11)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7.5, loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def report(data: dict[str, Any], name: str) -> str:
-    """Write <name>.md (tables + what they mean, for the README) and <name>.png from a results dict."""
-    st, info = data["settings"], data["machine"]
-    skipped = "".join(f" Not run: {s}." for s in data.get("skipped", []))
-    soak_line = ""
-    if data.get("soak"):
-        s = data["soak"]
-        soak_line = (f"\n\nSoak: {s['clients']} looping clients on '{s['variant']}' for {s['seconds']:.0f} s "
-                     f"({s['sessions']} sessions): RSS {s['rss_start_mb']} → {s['rss_end_mb']} MB after warm-up, "
-                     f"slope {s['rss_slope_mb_per_h']} MB/h.")
-    md = (f"{markdown_table(data['summary'], SUMMARY_COLUMNS)}\n\n"
-          f"{info['cpu_count']} CPU cores ({info.get('cpu_model') or 'unknown CPU'}), torch {info['torch']}; native BF16: "
-          f"{'yes' if st['native_bf16'] else 'no'}. {st['audio_s_per_client']:g} s of speech per client in 100 ms "
-          f"frames, chunk {st['engine']['chunk_s']:g} s, left context {st['engine']['left_context_s']:g} s, "
-          f"look-ahead {st['engine']['lookahead_s']:g} s. {data['definitions']}{skipped}{soak_line}\n\n"
-          f"<details><summary>Every run</summary>\n\n"
-          f"{markdown_table([r for rs in data['rows'].values() for r in rs], DETAIL_COLUMNS)}\n\n</details>\n\n"
-          f"![partial delay vs load](bench/results/{name}.png)\n")
-    (RESULTS / f"{name}.md").write_text(md, encoding="utf-8")
-    plot(data["rows"], RESULTS / f"{name}.png")
-    return md
-
-
-DEFINITION = (
-    "Partial delay: a partial's arrival minus the moment the client had sent the audio up to its `end` "
-    "(server + transport only). Real time: p95 partial delay <= 1 s, lag growth (last third minus first third "
-    "of each stream) <= 0.5 x chunk, p95 send slip <= 0.1 s, every session closed cleanly. Model busy: compute "
-    "time / (wall time x workers). RSS per added stream: slope of peak RSS over N across real-time runs."
-)
+    return {"engine": engine, "engines": engines, "rows": rows, "chunk_s": float(engine["chunk_s"]),
+            "soak": soak_result}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -518,8 +425,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"clients_tried": args.clients, "audio_s_per_client": args.audio_s, "frame_s": FRAME_S,
                      "sample_rate": RATE, "encoding": "pcm_s16le", "variants": dict(variants), "native_bf16": native,
                      "model": "Wav2Vec2ForCTC(Wav2Vec2Config()) random weights (base-size)", "engine": out["engine"],
+                     "engines": out["engines"],
                      "seed": args.seed, "quick": args.quick,
-                     "real_time_criteria": {"partial_p95_max_s": MAX_DELAY_S, "lag_growth_max_s": 0.5 * out["chunk_s"],
+                     "real_time_criteria": {"partial_p95_max_s": MAX_DELAY_S, "lag_growth_max_s": "0.5 x each variant's chunk",
                                             "send_slip_p95_max_s": FRAME_S}},
         "definitions": DEFINITION, "machine": machine_info(), "limits": limits, "skipped": skipped,
         "summary": summarise(out["rows"], limits), "rows": out["rows"], "soak": out["soak"],
