@@ -135,9 +135,8 @@ class AsrServer:
 
     def compute_settings(self) -> dict[str, Any]:
         """How the model runs: reported in /health and in every `ready`."""
-        engine = self.settings.engine
-        return {"precision": self.precision, "feature_reuse": engine.feature_reuse or engine.state_reuse,
-                "state_reuse": engine.state_reuse}
+        reuse = self.settings.engine.reuse
+        return {"precision": self.precision, "feature_reuse": reuse != "recompute", "state_reuse": reuse == "state"}
 
     # ---------------------------------------------------------------- HTTP
     def _token_ok(self, request: Request) -> bool:

@@ -94,6 +94,30 @@ def start_server_thread(model: str = "standin", **settings: Any) -> ServerHandle
     return ServerHandle(server.port, thread, loop, server)
 
 
+@lru_cache(maxsize=None)
+def _espeak_offline(count: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """References and the stand-in's offline texts of the first `count` short espeak files (computed once)."""
+    from streaming_asr.audio import read_audio
+    from streaming_asr.offline import transcribe_offline
+
+    model = standin_model()
+    rows = espeak_rows(6.0)[:count]
+    return (tuple(r["reference"] for r in rows),
+            tuple(transcribe_offline(model, model.info, read_audio(r["wav"], 16000)[0]).text for r in rows))
+
+
+def espeak_corpus(config: Any = None, count: int = 12) -> tuple[str, str, str]:
+    """(references, offline text, streaming text with `config`) of short espeak files, each joined."""
+    from streaming_asr.audio import read_audio
+    from streaming_asr.offline import transcribe_streaming
+
+    model = standin_model()
+    refs, offline = _espeak_offline(count)
+    streamed = [transcribe_streaming(model, model.info, read_audio(r["wav"], 16000)[0], config).text
+                for r in espeak_rows(6.0)[:count]]
+    return " ".join(refs), " ".join(offline), " ".join(streamed)
+
+
 def sounds_like(word: str, text: str) -> bool:
     """`text` has a word within a letter or so of `word`: the stand-in's spellings flip (MAKE/MIKE)."""
     import re

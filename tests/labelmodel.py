@@ -11,9 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from streaming_asr.model import ModelInfo, _default_vocab
+from streaming_asr.model import ModelInfo, default_vocab
 
-INFO = ModelInfo(name="labels", vocab=_default_vocab(32), blank_id=0, delimiter_id=4, sample_rate=16000,
+INFO = ModelInfo(name="labels", vocab=default_vocab(32), blank_id=0, delimiter_id=4, sample_rate=16000,
                  conv_kernels=(10, 3, 3, 3, 3, 2, 2), conv_strides=(5, 2, 2, 2, 2, 2, 2), do_normalize=False)
 IDS = {c: i for i, c in enumerate(INFO.vocab)}
 SCALE = 1 / 64

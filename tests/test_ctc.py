@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given, strategies as st
 
 from streaming_asr.ctc import GreedyDecoder, decode_greedy, tokens_to_words, words_text
-from streaming_asr.model import _default_vocab
+from streaming_asr.model import default_vocab
 
-VOCAB = _default_vocab(32)
+VOCAB = default_vocab(32)
 BLANK, DELIM = 0, 4
 IDS = {c: i for i, c in enumerate(VOCAB)}
 

@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 import pytest
 
-from helpers import cer, espeak_rows, standin_model, tiny_model, wer
+from helpers import cer, espeak_corpus, espeak_rows, standin_model, tiny_model, wer
 from streaming_asr.audio import AudioInput, PcmFormat, read_audio, resample
 from streaming_asr.config import StreamConfig
 from streaming_asr.events import Final
@@ -75,15 +75,7 @@ def _file(n: int = 0) -> tuple[np.ndarray, str]:
 
 @standin
 def test_streaming_wer_is_close_to_offline_on_tts_dev() -> None:
-    model = standin_model()
-    rows = espeak_rows(6.0)[:12]
-    refs, off, st = [], [], []
-    for row in rows:
-        audio, _ = read_audio(row["wav"], 16000)
-        refs.append(row["reference"])
-        off.append(transcribe_offline(model, model.info, audio).text)
-        st.append(transcribe_streaming(model, model.info, audio).text)
-    ref_all, off_all, st_all = " ".join(refs), " ".join(off), " ".join(st)
+    ref_all, off_all, st_all = espeak_corpus()
     offline_wer, stream_wer = wer(ref_all, off_all), wer(ref_all, st_all)
     assert offline_wer < 0.9, "the stand-in model should recognise espeak voices"
     assert stream_wer <= offline_wer + 0.08, (offline_wer, stream_wer)

@@ -7,12 +7,11 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from helpers import cer, espeak_rows, standin_model, tiny_model, wer
-from streaming_asr.audio import read_audio
+from helpers import cer, espeak_corpus, tiny_model, wer
 from streaming_asr.config import StreamConfig
 from streaming_asr.events import Final
 from streaming_asr.model import CtcModel, ReuseInput, batch_key, tiny_config
-from streaming_asr.offline import transcribe_offline, transcribe_streaming
+from streaming_asr.offline import transcribe_streaming
 from streaming_asr.session import StreamingSession
 
 standin = pytest.mark.standin
@@ -163,16 +162,9 @@ def test_bf16_runs_the_reuse_path_close_to_fp32() -> None:
 @pytest.mark.parametrize("config", [StreamConfig(feature_reuse=True), StreamConfig(feature_reuse=True, state_reuse=True)],
                          ids=["features", "state"])
 def test_reuse_streaming_stays_close_to_offline(config: StreamConfig) -> None:
-    model = standin_model()
-    rows = espeak_rows(6.0)[:12]
-    refs, off, st_ = [], [], []
-    for row in rows:
-        audio, _ = read_audio(row["wav"], 16000)
-        refs.append(row["reference"])
-        off.append(transcribe_offline(model, model.info, audio).text)
-        st_.append(transcribe_streaming(model, model.info, audio, config).text)
-    assert wer(" ".join(refs), " ".join(st_)) <= wer(" ".join(refs), " ".join(off)) + 0.05
-    assert cer(" ".join(off), " ".join(st_)) < 0.12
+    refs, off, streamed = espeak_corpus(config)
+    assert wer(refs, streamed) <= wer(refs, off) + 0.05
+    assert cer(off, streamed) < 0.12
 
 
 def test_state_refresh_reruns_the_newest_cached_frames_and_replaces_their_state() -> None:

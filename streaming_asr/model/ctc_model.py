@@ -6,7 +6,6 @@ precision is one setting (:mod:`.precision`); reuse windows go through :mod:`.re
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -16,9 +15,6 @@ import numpy as np
 from .info import DEFAULT_MODEL, ModelInfo, ModelLoadError, info_from, info_from_config
 from .inputs import ModelInput, ModelOutput, ReuseInput, batch_key
 from .precision import PrecisionError, apply_precision, resolve_precision, torch_dtype
-
-log = logging.getLogger(__name__)
-
 
 def _is_local(name: str) -> bool:
     return os.path.isdir(name) or name.startswith((".", "/", "~"))
@@ -84,7 +80,7 @@ class CtcModel:
                 f"{name} --local-dir ./model`) and pass the directory: --model ./model"
             ) from exc
         info = info_from(model.config, processor, name)
-        model = apply_precision(model.eval().to(device), precision, device)
+        model = apply_precision(model.eval().to(device), precision)
         return cls(model, info, device=device, precision=precision)
 
     @classmethod
@@ -96,7 +92,7 @@ class CtcModel:
 
         torch.manual_seed(seed)
         precision = resolve_precision("int8" if quantize else precision, "cpu")
-        model = apply_precision(Wav2Vec2ForCTC(config).eval(), precision, "cpu")
+        model = apply_precision(Wav2Vec2ForCTC(config).eval(), precision)
         return cls(model, info_from_config(config, name), precision=precision)
 
     def __call__(self, windows: Sequence[ModelInput]) -> list[ModelOutput]:  # type: ignore[override]

@@ -79,9 +79,6 @@ def default_vocab(size: int) -> tuple[str, ...]:
     return tuple(base[:size])
 
 
-_default_vocab = default_vocab  # older name, kept for callers
-
-
 def info_from(config: object, processor: object, name: str) -> ModelInfo:
     """Read the engine's facts from a transformers config and processor."""
     tokenizer = getattr(processor, "tokenizer", processor)

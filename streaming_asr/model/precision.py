@@ -55,8 +55,8 @@ def resolve_precision(requested: str, device: str, flags: frozenset[str] | None 
     return requested
 
 
-def apply_precision(model: object, precision: str, device: str) -> object:
-    """Put `model` (already on `device`, eval mode) into `precision`; returns the model to use."""
+def apply_precision(model: object, precision: str) -> object:
+    """Put `model` (already on its device, eval mode) into `precision`; returns the model to use."""
     import torch
 
     if precision == "bf16":
