@@ -32,7 +32,7 @@ class PcmFormat:
         if not MIN_RATE <= self.sample_rate <= MAX_RATE:
             raise AudioFormatError("unsupported_sample_rate",
                                    f"sample_rate {self.sample_rate} is outside {MIN_RATE}-{MAX_RATE} Hz")
-        if self.encoding not in ENCODINGS:
+        if not isinstance(self.encoding, str) or self.encoding not in ENCODINGS:
             raise AudioFormatError("unsupported_encoding",
                                    f"encoding {self.encoding!r} is not one of {', '.join(ENCODINGS)}")
         if isinstance(self.channels, bool) or not isinstance(self.channels, int) \

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -43,6 +44,7 @@ class BatchStats:
 class _Request:
     item: ModelInput
     future: asyncio.Future[ModelOutput]
+    queued: float = 0.0  # loop time when the request arrived
 
 
 class Batcher:
@@ -56,6 +58,7 @@ class Batcher:
         self.workers = max(1, workers)
         self.stats = BatchStats()
         self._pending: list[_Request] = []
+        self._delays: deque[tuple[float, float]] = deque(maxlen=512)  # (when, seconds queued) of recent requests
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="asr-model",
                                             initializer=thread_init)
@@ -66,6 +69,17 @@ class Batcher:
     @property
     def queue_depth(self) -> int:
         return len(self._pending)
+
+    def queue_delay_p95(self, horizon_s: float = 10.0) -> float:
+        """p95 of how long requests of the last `horizon_s` waited for a model worker (0 when idle)."""
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:
+            return 0.0
+        recent = sorted(d for t, d in self._delays if now - t <= horizon_s)
+        if self._pending:  # requests still waiting count with their age so far
+            recent = sorted(recent + [now - r.queued for r in self._pending])
+        return recent[int(0.95 * (len(recent) - 1))] if recent else 0.0
 
     def start(self) -> None:
         if self._task is None:
@@ -92,7 +106,7 @@ class Batcher:
         if self._task is None:
             raise RuntimeError("batcher not started")
         fut: asyncio.Future[ModelOutput] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(item, fut))
+        self._pending.append(_Request(item, fut, asyncio.get_running_loop().time()))
         self._wakeup.set()
         return await fut
 
@@ -117,6 +131,8 @@ class Batcher:
         """One batched forward on a worker thread; every waiter hears its result or the failure."""
         assert self._slots is not None
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._delays.extend((now, now - r.queued) for r in batch)
         t0 = time.perf_counter()
         try:
             outs = await loop.run_in_executor(self._executor, self.forward, [r.item for r in batch])

@@ -70,6 +70,8 @@ def start_server_thread(model: str = "standin", **settings: Any) -> ServerHandle
 
     forward = standin_model() if model == "standin" else tiny_model()
     settings.setdefault("port", 0)
+    settings.setdefault("max_load", 0.0)  # no capacity admission unless a test is about it (CI machines vary)
+    settings.setdefault("max_queue_delay_s", 0.0)
     server = AsrServer(forward, forward.info, ServerSettings(host="127.0.0.1", **settings))
     loop = asyncio.new_event_loop()
     started = threading.Event()

@@ -1,0 +1,197 @@
+"""The server: model, batcher, admission and live connections behind one aiohttp app on one port.
+
+`AsrServer` owns the lifecycle (start, calibrate, graceful stop); `ServerContext` is what a
+session driver may use of it. HTTP routes are the table in `_routes`; each WebSocket protocol is a
+codec (protocol_v1.py) run by the same connection shell and session driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from .. import PROTOCOL_VERSION, __version__
+from ..batcher import Batcher, ForwardFn
+from ..model import ModelInfo
+from ..session import StreamingSession
+from .admission import Admission
+from .connection import WsConnection
+from .http import STREAM_PATH, add_routes, error_response, guard, json_response, origin_ok, page, token_ok
+from .protocol_v1 import ProtocolV1
+from .settings import ServerSettings
+from .wire import CLOSE_GOING_AWAY, CLOSE_TRY_LATER
+
+log = logging.getLogger("streaming_asr.server")
+
+
+class ServerContext:
+    """What sessions share: model info, settings, the batcher, admission and a pool for heavy session work."""
+
+    def __init__(self, forward: ForwardFn, info: ModelInfo, settings: ServerSettings) -> None:
+        self.info = info
+        self.settings = settings
+        init = None
+        if settings.model_threads:
+            from ..model.runtime import set_torch_threads
+
+            init = partial(set_torch_threads, settings.model_threads)
+        self.batcher = Batcher(forward, settings.max_batch, settings.max_wait_ms / 1000, settings.model_workers, init)
+        self.precision = str(getattr(forward, "precision", "fp32"))
+        self.cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="asr-session")
+        self.admission = Admission(settings.engine, info.frame_seconds, settings.model_workers, settings.max_load,
+                                   settings.max_session_cost, settings.max_queue_delay_s,
+                                   self.batcher.queue_delay_p95)
+
+    def compute_settings(self) -> dict[str, Any]:
+        """How the model runs: reported in /health and in every `ready`."""
+        reuse = self.settings.engine.reuse
+        return {"precision": self.precision, "feature_reuse": reuse != "recompute", "state_reuse": reuse == "state"}
+
+
+class AsrServer:
+    """Owns the app, the context and the set of live connections."""
+
+    def __init__(self, forward: ForwardFn, info: ModelInfo, settings: ServerSettings) -> None:
+        self.ctx = ServerContext(forward, info, settings)
+        self.info, self.settings = info, settings
+        self.connections: set[WsConnection] = set()
+        self.started = time.monotonic()
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._stopping = False
+
+    @property
+    def batcher(self) -> Batcher:
+        return self.ctx.batcher
+
+    # ----------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self.batcher.start()
+        await self.calibrate()
+        app = web.Application(middlewares=[guard], client_max_size=self.settings.max_message_bytes)
+        add_routes(app, self._routes())
+        self._runner = web.AppRunner(app, access_log=None, max_line_size=4 * 8192, max_field_size=16384,
+                                     handler_cancellation=True, shutdown_timeout=self.settings.close_timeout_s)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await self._site.start()
+        log.info("listening on ws://%s:%d%s model=%s", self.settings.host, self.port, STREAM_PATH, self.info.name)
+
+    def _routes(self) -> list[tuple[str, str, Any]]:
+        return [("GET", STREAM_PATH, self._stream), ("GET", "/health", self._health), ("GET", "/v1/auth", self._auth),
+                ("GET", "/", page), ("GET", "/{name}", page)]
+
+    async def calibrate(self) -> None:
+        """Time one steady-state window of the default geometry: the admission's cost reference."""
+        if not self.settings.max_load:
+            return
+        cfg = self.settings.engine
+        session = StreamingSession(self.info, cfg, interim_results=False)
+        seconds = cfg.left_context_s + 3 * cfg.chunk_s + cfg.lookahead_s
+        rng = np.random.default_rng(0)
+        session.push((rng.standard_normal(int(seconds * self.info.sample_rate)) * 0.01).astype(np.float32))
+        timings = []
+        while (win := session.next_window(1)) is not None:
+            t0 = time.perf_counter()
+            session.accept(win, await self.batcher.infer(win.model_input))
+            timings.append(time.perf_counter() - t0)
+        cost = min(timings[-2:]) if len(timings) >= 2 else (timings[-1] if timings else 0.0)
+        self.ctx.admission.calibrate(cost)
+        log.info("admission: default window %.4f s -> %.3f model-s per audio-s per session; capacity %.2f (%s sessions)",
+                 cost, cost / cfg.chunk_s, self.ctx.admission.capacity,
+                 self.ctx.admission.as_dict()["default_sessions"])
+
+    @property
+    def port(self) -> int:
+        assert self._site is not None and self._site._server is not None
+        return self._site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Graceful: refuse new sessions, give open ones their last final, close them with 1001."""
+        if self._stopping:
+            return
+        self._stopping = True
+        conns = list(self.connections)
+        if conns:
+            log.info("shutdown: finishing %d open session(s)", len(conns))
+            tasks = [asyncio.ensure_future(c.shutdown(timeout)) for c in conns]
+            _, late = await asyncio.wait(tasks, timeout=timeout + self.settings.close_timeout_s + 1)
+            for c, t in zip(conns, tasks):
+                if t in late:
+                    c.abort()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.batcher.close()
+        self.ctx.cpu_pool.shutdown(wait=False, cancel_futures=True)
+        log.info("server stopped")
+
+    def status(self) -> dict[str, Any]:
+        started = sum(1 for c in self.connections if c.driver.started)
+        return {"status": "stopping" if self._stopping else "ok", "protocol": PROTOCOL_VERSION,
+                "version": __version__, "model": self.info.name, "sessions": started,
+                "connections": len(self.connections), "max_sessions": self.settings.max_sessions,
+                "unstarted": len(self.connections) - started, "max_unstarted": self.settings.max_unstarted,
+                "queue_depth": self.batcher.queue_depth, **self.ctx.compute_settings(),
+                "model_workers": self.settings.model_workers, "capacity": self.ctx.admission.as_dict(),
+                "uptime_s": round(time.monotonic() - self.started, 1), "batching": self.batcher.stats.as_dict()}
+
+    # ---------------------------------------------------------------- HTTP
+    async def _health(self, request: web.Request) -> web.Response:
+        return json_response(200, self.status())
+
+    async def _auth(self, request: web.Request) -> web.Response:
+        ok = token_ok(request, self.settings.token)
+        return json_response(200 if ok else 401, {"ok": ok, "token_required": bool(self.settings.token)})
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """The WebSocket endpoint of protocol v1: guards, limits, then one WsConnection."""
+        s = self.settings
+        has_token = bool(s.token) and token_ok(request, s.token)
+        if not token_ok(request, s.token):
+            log.info("handshake refused: bad or missing token from %s", request.remote)
+            return error_response(401, "unauthorized", "missing or wrong token", {"WWW-Authenticate": "Bearer"})
+        if not has_token and not origin_ok(request, s.allowed_origins):
+            log.info("handshake refused: origin %r not allowed", request.headers.get("Origin", "")[:200])
+            return error_response(403, "forbidden_origin", "this Origin may not open sessions here "
+                                                           "(see --allowed-origins)")
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=4 * s.max_message_bytes, compress=False,
+                                   decode_text=False, timeout=s.close_timeout_s, writer_limit=1 << 16)
+        if not ws.can_prepare(request).ok:
+            return error_response(426, "upgrade_required", f"{STREAM_PATH} is a WebSocket endpoint",
+                                  {"Upgrade": "websocket"})
+        await ws.prepare(request)
+        refusal = self._refusal()
+        if refusal is not None:
+            code, message, close = refusal
+            await ws.send_str(ProtocolV1(s.max_message_bytes).render_error(code, message))
+            await ws.close(code=close, message=code.encode())
+            return ws
+        conn = WsConnection(self.ctx, ws, request, ProtocolV1(s.max_message_bytes))
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+        return ws
+
+    def _refusal(self) -> tuple[str, str, int] | None:
+        s = self.settings
+        if self._stopping:
+            return "shutting_down", "server is stopping", CLOSE_GOING_AWAY
+        if len(self.connections) >= s.max_sessions:
+            log.warning("session refused: server full (%d connections)", len(self.connections))
+            return "server_full", f"server is at its limit of {s.max_sessions} sessions; try again later", \
+                CLOSE_TRY_LATER
+        unstarted = sum(1 for c in self.connections if not c.driver.started)
+        if unstarted >= s.max_unstarted:
+            log.warning("session refused: %d connections have not started", unstarted)
+            return "server_full", f"too many connections ({unstarted}) have not sent 'start'; try again later", \
+                CLOSE_TRY_LATER
+        return None

@@ -1,0 +1,286 @@
+"""One WebSocket connection (aiohttp) between a wire codec and a SessionDriver: the I/O shell.
+
+It owns the deadlines that involve the peer:
+- `start_timeout_s`: a valid start must arrive in time (error `start_timeout`, close 4002);
+- `idle_timeout_s`: the client must keep *sending* (any message, WebSocket pings included) and keep
+  *reading* (it answers our WebSocket pings, sent every idle/3 s); either silence past the timeout
+  ends the session (final, error `idle_timeout`, close 4000). Time we spend not reading (backpressure,
+  computing a last final) is not held against the client;
+- `send_timeout_s`: every send has a deadline; a client whose buffer stays full past it is a slow
+  consumer: its session is finished (the final is logged), it is closed with 1008 and aborted;
+- `close_timeout_s`: a close handshake, or a shutdown's last messages, never wait on a peer longer.
+Exactly one path concludes a connection (stop, fatal error, timeout or shutdown); others wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Callable
+
+from aiohttp import WSMsgType, web
+
+from .driver import SessionDriver
+from .protocol_v1 import ProtocolV1
+from .wire import (CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_START_TIMEOUT,
+                   Audio, DriverError, Failure, Finalize, Invalid, Outgoing, Reply, Start, Stop, Command)
+
+if TYPE_CHECKING:
+    from .app import ServerContext
+
+log = logging.getLogger("streaming_asr.server")
+MAX_NONFATAL_ERRORS = 50
+_GONE = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
+
+
+class WsConnection:
+    """Reader loop, deadline-bounded sends and the one conclusion of a connection."""
+
+    def __init__(self, ctx: "ServerContext", ws: web.WebSocketResponse, request: web.Request,
+                 codec: ProtocolV1, protocol: str = "v1") -> None:
+        self.ctx, self.ws, self.request, self.codec = ctx, ws, request, codec
+        self.settings = ctx.settings
+        self.driver = SessionDriver(ctx, self.deliver, protocol)
+        self.loop = asyncio.get_running_loop()
+        self.opened = self.last_in = self.last_pong = self.loop.time()
+        self.errors = 0
+        self.dead: str | None = None  # the peer cannot be written to: "disconnect" or "slow_consumer"
+        self._dead = asyncio.Event()
+        self._send_lock = asyncio.Lock()
+        self._peer_deadline: float | None = None  # shutdown: absolute time the peer gets no more waiting
+        self._concluding = False
+        self._concluded = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.driver.on_failure = self._on_driver_failure
+
+    @property
+    def id(self) -> str:
+        return self.driver.id
+
+    # ------------------------------------------------------------------ life
+    async def run(self) -> None:
+        d = self.driver
+        d.log(logging.INFO, "open", remote=str(self.request.remote))
+        self._reader = self.loop.create_task(self._read_loop(), name=f"reader-{d.id}")
+        dead = self.loop.create_task(self._dead.wait())
+        try:
+            await asyncio.wait({self._reader, dead}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            dead.cancel()
+            if not self._reader.done():
+                self._reader.cancel()
+            try:
+                await self._reader
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - a bug must not take the server down
+                d.log(logging.ERROR, "internal_error", error=repr(exc))
+                log.exception("session %s failed", d.id)
+                await self._conclude("error", lambda: [Failure("internal_error", str(exc), True, CLOSE_INTERNAL)],
+                                     CLOSE_INTERNAL, "internal error")
+            if self._concluding:
+                await self._concluded.wait()
+            d.finish(self.dead or "disconnect")
+            try:
+                await asyncio.wait_for(d.wait_done(), timeout=60)
+            except asyncio.TimeoutError:
+                d.cancel()
+            if not self.ws.closed:
+                await self._close(CLOSE_POLICY if self.dead == "slow_consumer" else CLOSE_NORMAL,
+                                  self.dead or "closed")
+            d.release()
+            d.log(logging.INFO, "close", reason=d.ended if d.started else "no_start", audio_s=round(d.audio_s, 2),
+                  finals=d.finals, **({"peer": self.dead} if self.dead else {}))
+
+    async def shutdown(self, compute_budget_s: float) -> None:
+        """Server stopping: last final (reason shutdown; a session already stopping keeps `stop`), close 1001."""
+        self.driver.finish("shutdown")
+        try:
+            await asyncio.wait_for(self.driver.wait_done(), compute_budget_s)
+        except asyncio.TimeoutError:
+            self.driver.cancel()
+        self._peer_deadline = self.loop.time() + self.settings.close_timeout_s
+        await self._conclude("shutdown", lambda: [Failure("shutting_down", "server is shutting down", True,
+                                                          CLOSE_GOING_AWAY)], CLOSE_GOING_AWAY, "shutting down")
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+
+    def _on_driver_failure(self) -> None:
+        """Recognition failed (internal_error already sent): close 1011 without waiting for the reader."""
+        task = self.loop.create_task(self._conclude("error", list, CLOSE_INTERNAL, "internal error"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def abort(self) -> None:
+        """Past every deadline: drop the TCP connection and the pump."""
+        self.driver.cancel()
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+        self._mark_dead("disconnect")
+
+    # ---------------------------------------------------------------- reader
+    def _deadline(self) -> tuple[float, str]:
+        idle = min(self.last_in, self.last_pong) + self.settings.idle_timeout_s
+        if self.driver.started:
+            return idle, "idle"
+        start = self.opened + self.settings.start_timeout_s
+        return (start, "start") if start <= idle else (idle, "idle")
+
+    def _touch(self) -> None:
+        """We were not reading: the client's clocks start again now."""
+        now = self.loop.time()
+        self.last_in = max(self.last_in, now)
+        self.last_pong = max(self.last_pong, now)
+
+    async def _read_loop(self) -> None:
+        pinger = self.loop.create_task(self._ping_loop())
+        try:
+            while True:
+                deadline, kind = self._deadline()
+                wait = deadline - self.loop.time()
+                if wait <= 0:
+                    return await self._timed_out(kind)
+                try:
+                    msg = await self.ws.receive(timeout=wait)
+                except asyncio.TimeoutError:
+                    continue
+                if msg.type in _GONE:
+                    if not self._concluding:  # not our own close handshake: the peer left
+                        self._mark_dead("disconnect")
+                    return
+                now = self.loop.time()
+                if msg.type == WSMsgType.PONG:
+                    self.last_pong = now
+                    continue
+                self.last_in = now
+                if msg.type == WSMsgType.PING:
+                    await self._send(lambda: self.ws.pong(msg.data))
+                    continue
+                commands = self.codec.on_binary(msg.data) if msg.type == WSMsgType.BINARY \
+                    else self.codec.on_text(msg.data)
+                for cmd in commands:
+                    if await self._execute(cmd):
+                        return
+        finally:
+            pinger.cancel()
+
+    async def _ping_loop(self) -> None:
+        interval = max(0.2, min(self.settings.ping_interval_s, self.settings.idle_timeout_s / 3))
+        while not self.dead:
+            await asyncio.sleep(interval)
+            await self._send(lambda: self.ws.ping())
+
+    async def _timed_out(self, kind: str) -> None:
+        if kind == "start":
+            s = self.settings.start_timeout_s
+            return await self._conclude("no_start", lambda: [Failure(
+                "start_timeout", f"no valid 'start' within {s:g} s", True, CLOSE_START_TIMEOUT)],
+                CLOSE_START_TIMEOUT, "start timeout")
+        idle = self.settings.idle_timeout_s
+        what = "sent nothing" if self.last_in <= self.last_pong else "answered no ping (is it reading?)"
+        await self._conclude("timeout", lambda: [Failure("idle_timeout", f"the client {what} for {idle:g} s",
+                                                         True, CLOSE_IDLE)], CLOSE_IDLE, "idle timeout")
+
+    async def _execute(self, cmd: Command) -> bool:
+        """Run one command; True when the connection is over."""
+        d = self.driver
+        try:
+            if isinstance(cmd, Audio):
+                d.push(cmd.data)
+                if d.backlog_seconds > self.settings.max_backlog_s:
+                    await d.wait_for_room()
+                    self._touch()
+            elif isinstance(cmd, Start):
+                await d.start(cmd)
+            elif isinstance(cmd, Finalize):
+                d.finalize()
+            elif isinstance(cmd, Stop):
+                if not d.started:
+                    raise DriverError("not_started", "'stop' before 'start'")
+                await self._conclude("stop", lambda: [d.closed_event()], CLOSE_NORMAL, "stop")
+                return True
+            elif isinstance(cmd, Reply):
+                await self._send_text(cmd.text)
+            elif isinstance(cmd, Invalid):
+                raise DriverError(cmd.code, cmd.message)
+        except DriverError as err:
+            if err.fatal:
+                await self._conclude(d.ended or "error", lambda: [Failure(err.code, err.message, True,
+                                                                          err.close_code)],
+                                     err.close_code, err.code)
+                return True
+            self.errors += 1
+            d.log(logging.INFO, "error", code=err.code, message=err.message)
+            await self.deliver(Failure(err.code, err.message))
+            if self.errors > MAX_NONFATAL_ERRORS:
+                await self._conclude("error", lambda: [Failure(
+                    "too_many_errors", f"more than {MAX_NONFATAL_ERRORS} protocol errors", True, CLOSE_POLICY)],
+                    CLOSE_POLICY, "too many errors")
+                return True
+        return False
+
+    # ------------------------------------------------------------ conclusion
+    async def _conclude(self, final_reason: str, last: Callable[[], list[Outgoing]], close_code: int,
+                        close_reason: str) -> None:
+        """Finish the session (its last final goes out first), send `last()`, close. Once per connection."""
+        if self._concluding:
+            await self._concluded.wait()
+            return
+        self._concluding = True
+        try:
+            self.driver.finish(final_reason)
+            await self.driver.wait_done()
+            self._touch()
+            if self.driver.failure is not None:  # the pump already sent internal_error
+                close_code, close_reason = CLOSE_INTERNAL, "internal error"
+            else:
+                for event in last():
+                    await self.deliver(event)
+            await self._close(close_code, close_reason)
+        finally:
+            self._concluded.set()
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Close handshake within close_timeout (aiohttp discards what the client still sends), else abort."""
+        try:
+            async with asyncio.timeout(self._peer_wait(self.settings.close_timeout_s)):
+                await self.ws.close(code=code, message=reason.encode()[:120])
+        except (TimeoutError, ConnectionError, RuntimeError):
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()
+
+    # ----------------------------------------------------------------- sends
+    async def deliver(self, event: Outgoing) -> None:
+        """Render and send one event; a gone or stuck peer makes this a no-op (the driver logs finals)."""
+        if self.dead is None:
+            await self._send_text(self.codec.render(event))
+
+    async def _send_text(self, text: str) -> None:
+        await self._send(lambda: self.ws.send_str(text))
+
+    async def _send(self, op: Callable[[], object]) -> None:
+        if self.dead is not None:
+            return
+        try:
+            async with asyncio.timeout(self._peer_wait(self.settings.send_timeout_s)):
+                async with self._send_lock:
+                    if self.dead is None and not self.ws.closed:
+                        await op()  # type: ignore[misc]
+        except TimeoutError:
+            self.driver.log(logging.WARNING, "slow_consumer", send_timeout_s=self.settings.send_timeout_s)
+            self._mark_dead("slow_consumer")
+        except (ConnectionError, RuntimeError):
+            self._mark_dead("disconnect")
+
+    def _peer_wait(self, default: float) -> float:
+        if self._peer_deadline is None:
+            return default
+        return max(0.05, min(default, self._peer_deadline - self.loop.time()))
+
+    def _mark_dead(self, why: str) -> None:
+        if self.dead is None:
+            self.dead = why
+            self._dead.set()

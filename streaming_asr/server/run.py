@@ -1,0 +1,51 @@
+"""`streaming-asr serve`: load the model, plan workers, run the server until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import replace
+
+from ..batcher import ForwardFn
+from ..config import StreamConfig
+from ..model import CtcModel, ModelInfo
+from ..model.runtime import plan_workers
+from .app import AsrServer
+from .http import STREAM_PATH
+from .settings import ServerSettings, settings_from_args
+
+log = logging.getLogger("streaming_asr.server")
+
+
+def serve_from_args(args: argparse.Namespace, config: StreamConfig) -> int:
+    from ..cli import model_precision, usable_config
+
+    if os.environ.get("STREAMING_ASR_TUNE_MALLOC") == "1":  # opt-in: less RSS, some compute (README)
+        from ..model.runtime import tune_allocator
+
+        tune_allocator()
+    model = CtcModel.load(args.model, device=args.device, precision=model_precision(args))
+    plan = plan_workers(model.device, args.model_workers, args.threads)
+    settings = settings_from_args(args, usable_config(model, config), plan)
+    log.info("model %s on %s: precision=%s workers=%d threads/worker=%d reuse=%s", args.model, model.device,
+             model.precision, plan.workers, plan.threads, settings.engine.reuse)
+    info = replace(model.info, name=args.model)
+    return asyncio.run(run_until_signal(model, info, settings))
+
+
+async def run_until_signal(forward: ForwardFn, info: ModelInfo, settings: ServerSettings) -> int:
+    server = AsrServer(forward, info, settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"streaming-asr: listening on ws://{settings.host}:{server.port}{STREAM_PATH} "
+          f"(page: http://{settings.host}:{server.port}/)", flush=True)
+    await stop.wait()
+    log.info("signal received: shutting down gracefully")
+    await server.stop()
+    return 0

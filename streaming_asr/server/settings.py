@@ -1,0 +1,87 @@
+"""ServerSettings and the `serve` command's flags for them (one place for names, defaults and help)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+from ..config import SERVE_DEFAULT, StreamConfig, StreamLimits
+from ..model.runtime import WorkerPlan
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything `serve` can be told; defaults are what a single-box deployment wants."""
+
+    host: str = "127.0.0.1"
+    port: int = 2700
+    token: str | None = None
+    allowed_origins: tuple[str, ...] = ()  # browser origins beyond the server's own and localhost ("*": any)
+    max_sessions: int = 32  # hard cap on connections, started or not
+    max_unstarted: int = 16  # connections that have not sent a valid start yet
+    max_message_bytes: int = 1 << 20
+    start_timeout_s: float = 10.0
+    idle_timeout_s: float = 60.0
+    send_timeout_s: float = 10.0
+    close_timeout_s: float = 5.0
+    ping_interval_s: float = 20.0  # WebSocket pings (at most idle/3): a client that reads answers them
+    max_session_s: float = 4 * 3600.0
+    max_backlog_s: float = 10.0  # unprocessed audio per session before the reader stops reading
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    model_workers: int = 1  # batches computed at once, each on its own thread
+    model_threads: int | None = None  # torch threads per worker (None: leave torch's setting)
+    max_load: float = 0.6  # admission: fraction of model-worker time sessions may take (0: no capacity check)
+    max_session_cost: float = 4.0  # admission: one session's compute, x the default geometry's
+    max_queue_delay_s: float = 1.0  # admission: refuse while the recent p95 model queue delay is over this
+    engine: StreamConfig = SERVE_DEFAULT
+    limits: StreamLimits = field(default_factory=StreamLimits)
+    phrase_boost: float | None = None  # None: the phrase module's default
+
+
+def add_server_args(p: argparse.ArgumentParser) -> None:
+    d = ServerSettings()
+    p.add_argument("--host", default=d.host, help="address to listen on (%(default)s)")
+    p.add_argument("--port", type=int, default=d.port, help="port, 0 = any free one (%(default)s)")
+    p.add_argument("--token", default=os.environ.get("STREAMING_ASR_TOKEN"),
+                   help="require this token (Bearer header or ?token=); default: $STREAMING_ASR_TOKEN")
+    p.add_argument("--allowed-origins", default="",
+                   help="comma-separated browser origins allowed to open sessions, e.g. https://app.example.com "
+                        "('*': any); the server's own origin and localhost are always allowed")
+    p.add_argument("--max-sessions", type=int, default=d.max_sessions, help="concurrent connections (%(default)s)")
+    p.add_argument("--max-unstarted", type=int, default=d.max_unstarted,
+                   help="connections that have not sent 'start' yet (%(default)s)")
+    p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
+                   help="largest message accepted (%(default)s)")
+    p.add_argument("--start-timeout", type=float, default=d.start_timeout_s,
+                   help="seconds a connection has to send a valid 'start' (%(default)s)")
+    p.add_argument("--idle-timeout", type=float, default=d.idle_timeout_s,
+                   help="end a session whose client sends nothing or answers no ping for this long (%(default)s s)")
+    p.add_argument("--send-timeout", type=float, default=d.send_timeout_s,
+                   help="close a client that reads nothing for this long while we have data for it (%(default)s s)")
+    p.add_argument("--close-timeout", type=float, default=d.close_timeout_s,
+                   help="longest wait on a peer during a close or shutdown (%(default)s s)")
+    p.add_argument("--max-session", type=float, default=d.max_session_s,
+                   help="longest session in seconds of audio (%(default)s)")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="windows per batched forward (%(default)s)")
+    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                   help="how long an idle model waits to fill a batch (%(default)s ms)")
+    p.add_argument("--model-workers", type=int, default=None,
+                   help="batches computed at once, each on its own thread (default: 2 on CPU, 1 on CUDA)")
+    p.add_argument("--max-load", type=float, default=d.max_load,
+                   help="admission: fraction of model-worker time that sessions may take; 0 turns the "
+                        "capacity check off (%(default)s)")
+    p.add_argument("--max-session-cost", type=float, default=d.max_session_cost,
+                   help="refuse a session geometry costing more than this x the default's (%(default)s)")
+
+
+def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: WorkerPlan) -> ServerSettings:
+    origins = tuple(o.strip().rstrip("/") for o in (args.allowed_origins or "").split(",") if o.strip())
+    return ServerSettings(
+        host=args.host, port=args.port, token=args.token or None, allowed_origins=origins,
+        max_sessions=args.max_sessions, max_unstarted=args.max_unstarted, max_message_bytes=args.max_message_bytes,
+        start_timeout_s=args.start_timeout, idle_timeout_s=args.idle_timeout, send_timeout_s=args.send_timeout,
+        close_timeout_s=args.close_timeout, max_session_s=args.max_session, max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, model_workers=plan.workers, model_threads=plan.threads,
+        max_load=args.max_load, max_session_cost=args.max_session_cost, engine=config)

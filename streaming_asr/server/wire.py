@@ -1,0 +1,102 @@
+"""The protocol-neutral vocabulary between wire codecs and the session driver.
+
+A codec turns client messages into `Command`s (what the client asks the session to do) and
+renders `Outgoing` events (what the session says) into its wire format. Neither side knows the
+other's format: protocol v1, and the compatibility protocols to come, each need only a codec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from ..audio import PcmFormat
+from ..events import Final, Partial
+
+
+class DriverError(Exception):
+    """A client request the session refuses: `code` and `message` go to the client as they are."""
+
+    def __init__(self, code: str, message: str, fatal: bool = False, close_code: int = 1008) -> None:
+        super().__init__(message)
+        self.code, self.message, self.fatal, self.close_code = code, message, fatal, close_code
+
+
+# ------------------------------------------------------------------- client -> driver
+@dataclass(frozen=True)
+class Start:
+    """Open the session (validated by the driver: engine limits, phrase limits, admission)."""
+
+    fmt: PcmFormat
+    options: dict[str, float] = field(default_factory=dict)  # StreamConfig client options
+    interim_results: bool = True
+    phrases: tuple[str, ...] = ()
+    phrase_boost: float | None = None
+
+
+@dataclass(frozen=True)
+class Audio:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Finalize:
+    """Close the open segment now; the session goes on."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End of audio: last final, then the codec's closing message."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A codec-level answer that needs no session (protocol v1's `pong`), sent as is."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A message the codec could not accept: a non-fatal error with a documented code."""
+
+    code: str
+    message: str
+
+
+Command = Union[Start, Audio, Finalize, Stop, Reply, Invalid]
+
+
+# ------------------------------------------------------------------- driver -> client
+@dataclass(frozen=True)
+class Ready:
+    """The session is open: what the client asked for and what it got."""
+
+    session_id: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Closed:
+    """The session is over after `stop`: audio accepted and finals sent."""
+
+    reason: str
+    audio_s: float
+    segments: int
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An error the client should hear; fatal ones are followed by a close with `close_code`."""
+
+    code: str
+    message: str
+    fatal: bool = False
+    close_code: int = 1008
+
+
+Outgoing = Union[Ready, Partial, Final, Closed, Failure]
+
+# WebSocket close codes (docs/protocol.md)
+CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1000, 1001, 1008, 1011, 1013
+CLOSE_IDLE, CLOSE_MAX_SESSION, CLOSE_START_TIMEOUT = 4000, 4001, 4002
