@@ -77,8 +77,8 @@ class WsConnection:
             except Exception as exc:  # noqa: BLE001 - a bug must not take the server down
                 d.log(logging.ERROR, "internal_error", error=repr(exc))
                 log.exception("session %s failed", d.id)
-                await self._conclude("error", lambda: [Failure("internal_error", str(exc), True, CLOSE_INTERNAL)],
-                                     CLOSE_INTERNAL, "internal error")
+                failure = Failure("internal_error", str(exc), True, CLOSE_INTERNAL)
+                await self._conclude("error", lambda: [failure], CLOSE_INTERNAL, "internal error")
             if self._concluding:
                 await self._concluded.wait()
             d.finish(self.dead or "disconnect")
@@ -207,9 +207,8 @@ class WsConnection:
                 raise DriverError(cmd.code, cmd.message)
         except DriverError as err:
             if err.fatal:
-                await self._conclude(d.ended or "error", lambda: [Failure(err.code, err.message, True,
-                                                                          err.close_code)],
-                                     err.close_code, err.code)
+                fatal = Failure(err.code, err.message, True, err.close_code)
+                await self._conclude(d.ended or "error", lambda: [fatal], err.close_code, err.code)
                 return True
             self.errors += 1
             d.log(logging.INFO, "error", code=err.code, message=err.message)
