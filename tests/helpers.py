@@ -64,11 +64,15 @@ class ServerHandle:
                 self.thread.join(timeout=30)
 
 
-def start_server_thread(model: str = "standin", **settings: Any) -> ServerHandle:
-    """Start AsrServer on a free port; `settings` are ServerSettings fields (engine=StreamConfig(...) too)."""
+def start_server_thread(model: str = "standin", forward: Any = None, **settings: Any) -> ServerHandle:
+    """Start AsrServer on a free port; `settings` are ServerSettings fields (engine=StreamConfig(...) too).
+
+    `forward` replaces the model's forward (it needs the model's `.info`), e.g. a deliberately slowed one.
+    """
     from streaming_asr.server import AsrServer, ServerSettings
 
-    forward = standin_model() if model == "standin" else tiny_model()
+    if forward is None:
+        forward = standin_model() if model == "standin" else tiny_model()
     settings.setdefault("port", 0)
     settings.setdefault("max_load", 0.0)  # no capacity admission unless a test is about it (CI machines vary)
     settings.setdefault("max_queue_delay_s", 0.0)

@@ -154,10 +154,10 @@ class WsConnection:
                 if msg.type == WSMsgType.PONG:
                     self.last_pong = now
                     continue
-                self.last_in = now
-                if msg.type == WSMsgType.PING:
+                if msg.type == WSMsgType.PING:  # answered, but a keepalive is not activity
                     await self._send(lambda: self.ws.pong(msg.data))
                     continue
+                self.last_in = now
                 commands = self.codec.on_binary(msg.data) if msg.type == WSMsgType.BINARY \
                     else self.codec.on_text(msg.data)
                 for cmd in commands:
