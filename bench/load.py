@@ -329,7 +329,9 @@ async def soak(server: ServerProc, streams: list[np.ndarray], chunk_s: float, se
 async def bench(args: argparse.Namespace, model_dir: Path, log_dir: Path) -> dict[str, Any]:
     counts = [n for n in args.clients if n <= args.max_clients]
     streams = client_streams(max(counts), args.audio_s, args.seed)
-    servers = [start_server(label, model_dir, extra, max(counts) + 4, log_dir) for label, extra in args.variants]
+    # the built-in variants run without admission (this bench finds the limit itself); --variant args say all
+    common = "" if args.variant else " --max-load 0"
+    servers = [start_server(label, model_dir, extra + common, max(counts) + 4, log_dir) for label, extra in args.variants]
     try:
         for s in servers:
             await warm_up(s.ws_url, streams[0])

@@ -23,7 +23,8 @@ from ..model import ModelInfo
 from ..session import StreamingSession
 from .admission import Admission
 from .connection import WsConnection
-from .http import STREAM_PATH, add_routes, error_response, guard, json_response, origin_ok, page, token_ok
+from .http import (MAX_LINE_BYTES, STREAM_PATH, add_routes, error_response, guard, install_log_filter, json_response,
+                   origin_ok, page, token_ok)
 from .protocol_v1 import ProtocolV1
 from .settings import ServerSettings
 from .wire import CLOSE_GOING_AWAY, CLOSE_TRY_LATER
@@ -77,7 +78,8 @@ class AsrServer:
         await self.calibrate()
         app = web.Application(middlewares=[guard], client_max_size=self.settings.max_message_bytes)
         add_routes(app, self._routes())
-        self._runner = web.AppRunner(app, access_log=None, max_line_size=4 * 8192, max_field_size=16384,
+        install_log_filter()
+        self._runner = web.AppRunner(app, access_log=None, max_line_size=MAX_LINE_BYTES, max_field_size=16384,
                                      handler_cancellation=True, shutdown_timeout=self.settings.close_timeout_s)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import mimetypes
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STREAM_PATH = "/v1/stream"
 MAX_TARGET_BYTES = 8192
+MAX_LINE_BYTES = 1 << 20  # the parser reads request lines up to this, so longer targets still get our 414
 MAX_NAME_CHARS = 128
 CSP = ("default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; img-src 'self' data:; "
        "style-src 'self'; script-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'")
@@ -49,6 +52,25 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                               {"Allow": exc.headers.get("Allow", "GET, HEAD")})
     except web.HTTPNotFound:
         return error_response(404, "not_found", "no such page")
+
+
+class QuietBadRequests(logging.Filter):
+    """aiohttp logs every unparseable request as an ERROR with a traceback: one INFO line is enough
+    (hostile clients must not be able to flood the log with tracebacks)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.msg, record.args = "bad HTTP request refused: %s", ((str(exc.message).strip().splitlines() or [""])[0][:200],)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def install_log_filter() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, QuietBadRequests) for f in logger.filters):
+        logger.addFilter(QuietBadRequests())
 
 
 def token_ok(request: web.Request, expected: str | None) -> bool:
