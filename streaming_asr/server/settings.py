@@ -32,7 +32,7 @@ class ServerSettings:
     max_wait_ms: float = 5.0
     model_workers: int = 1  # batches computed at once, each on its own thread
     model_threads: int | None = None  # torch threads per worker (None: leave torch's setting)
-    max_load: float = 0.6  # admission: fraction of model-worker time sessions may take (0: no capacity check)
+    max_load: float = 0.7  # admission: fraction of model-worker time sessions may take (0: no capacity check)
     max_session_cost: float = 4.0  # admission: one session's compute, x the default geometry's
     max_queue_delay_s: float = 1.0  # admission: refuse while the recent p95 model queue delay is over this
     engine: StreamConfig = SERVE_DEFAULT
