@@ -84,6 +84,9 @@ class Admission:
 
     def admit(self, key: str, rate: float) -> bool:
         """Take `rate` of the capacity for session `key`, or refuse (False)."""
+        if not self.capacity:  # max_load 0: admission off
+            self._sessions[key] = rate
+            return True
         fits = not self.window_cost_s or self.used + rate <= self.capacity + 1e-9
         if fits and self.max_queue_delay_s and self.queue_delay_p95() > self.max_queue_delay_s:
             fits = False
@@ -98,7 +101,7 @@ class Admission:
 
     def refusal(self) -> str:
         delay = self.queue_delay_p95()
-        if self.max_queue_delay_s and delay > self.max_queue_delay_s:
+        if self.capacity and self.max_queue_delay_s and delay > self.max_queue_delay_s:
             return f"the model is behind (p95 queue delay {delay:.2f} s); try again later"
         return (f"the server is at its real-time capacity ({self.used:.2f} of {self.capacity:.2f} model-seconds "
                 "per second in use); try again later")

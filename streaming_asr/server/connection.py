@@ -2,10 +2,11 @@
 
 It owns the deadlines that involve the peer:
 - `start_timeout_s`: a valid start must arrive in time (error `start_timeout`, close 4002);
-- `idle_timeout_s`: the client must keep *sending* (any message, WebSocket pings included) and keep
-  *reading* (it answers our WebSocket pings, sent every idle/3 s); either silence past the timeout
-  ends the session (final, error `idle_timeout`, close 4000). Time we spend not reading (backpressure,
-  computing a last final) is not held against the client;
+- `idle_timeout_s`: the client must keep *sending* (text or binary messages; its WebSocket pings are
+  answered but are keepalives, not activity) and keep *reading* (it answers our WebSocket pings, sent
+  every idle/3 s); either silence past the timeout ends the session (final, error `idle_timeout`,
+  close 4000; a client that does not read gets 1 s for the close handshake). Time we spend not
+  reading (backpressure, computing a last final) is not held against the client;
 - `send_timeout_s`: every send has a deadline; a client whose buffer stays full past it is a slow
   consumer: its session is finished (the final is logged), it is closed with 1008 and aborted;
 - `close_timeout_s`: a close handshake, or a shutdown's last messages, never wait on a peer longer.
@@ -48,6 +49,8 @@ class WsConnection:
         self._dead = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._peer_deadline: float | None = None  # shutdown: absolute time the peer gets no more waiting
+        self._send_cm: asyncio.Timeout | None = None  # the deadline of the send in progress
+        self._clean_close = False
         self._concluding = False
         self._concluded = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -66,59 +69,85 @@ class WsConnection:
         dead = self.loop.create_task(self._dead.wait())
         try:
             await asyncio.wait({self._reader, dead}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            dead.cancel()
-            if not self._reader.done():
-                self._reader.cancel()
-            try:
-                await self._reader
-            except asyncio.CancelledError:
-                pass
-            except Exception as exc:  # noqa: BLE001 - a bug must not take the server down
-                d.log(logging.ERROR, "internal_error", error=repr(exc))
-                log.exception("session %s failed", d.id)
-                failure = Failure("internal_error", str(exc), True, CLOSE_INTERNAL)
-                await self._conclude("error", lambda: [failure], CLOSE_INTERNAL, "internal error")
-            if self._concluding:
-                await self._concluded.wait()
+            await self._finish_reader()
             d.finish(self.dead or "disconnect")
             try:
                 await asyncio.wait_for(d.wait_done(), timeout=60)
             except asyncio.TimeoutError:
                 d.cancel()
             if not self.ws.closed:
-                await self._close(CLOSE_POLICY if self.dead == "slow_consumer" else CLOSE_NORMAL,
-                                  self.dead or "closed")
+                slow = self.dead == "slow_consumer"
+                await self._close(CLOSE_POLICY if slow else CLOSE_NORMAL, self.dead or "closed",
+                                  1.0 if slow else None)
+        finally:  # whatever happened above (even a cancelled handler): no socket, share or task outlives us
+            dead.cancel()
+            if not self._reader.done():
+                self._reader.cancel()
+            d.finish(self.dead or "disconnect")  # the pump runs on and logs the final
+            if not self._clean_close:
+                self._abort_transport()
             d.release()
             d.log(logging.INFO, "close", reason=d.ended if d.started else "no_start", audio_s=round(d.audio_s, 2),
                   finals=d.finals, **({"peer": self.dead} if self.dead else {}))
 
+    async def _finish_reader(self) -> None:
+        assert self._reader is not None
+        if not self._reader.done():
+            self._reader.cancel()
+        try:
+            await self._reader
+        except asyncio.CancelledError:
+            if not self._reader.cancelled():
+                raise  # we ourselves are being cancelled
+        except Exception as exc:  # noqa: BLE001 - a bug must not take the server down
+            self.driver.log(logging.ERROR, "internal_error", error=repr(exc))
+            log.exception("session %s failed", self.driver.id)
+            failure = Failure("internal_error", str(exc), True, CLOSE_INTERNAL)
+            await self._conclude("error", lambda: [failure], CLOSE_INTERNAL, "internal error")
+        if self._concluding:
+            await self._concluded.wait()
+
     async def shutdown(self, compute_budget_s: float) -> None:
-        """Server stopping: last final (reason shutdown; a session already stopping keeps `stop`), close 1001."""
+        """Server stopping: last final (reason shutdown; a session already stopping keeps `stop`), close 1001.
+
+        The peer gets close_timeout in all from now (a send already waiting on it is cut to that too);
+        computing the final is not the peer's wait and has its own budget.
+        """
+        self._limit_peer_wait(self.settings.close_timeout_s)
         self.driver.finish("shutdown")
         try:
             await asyncio.wait_for(self.driver.wait_done(), compute_budget_s)
         except asyncio.TimeoutError:
             self.driver.cancel()
-        self._peer_deadline = self.loop.time() + self.settings.close_timeout_s
         await self._conclude("shutdown", lambda: [Failure("shutting_down", "server is shutting down", True,
                                                           CLOSE_GOING_AWAY)], CLOSE_GOING_AWAY, "shutting down")
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
+
+    def abort(self) -> None:
+        """Past every deadline: drop the TCP connection and the pump."""
+        self.driver.cancel()
+        self._abort_transport()
+        self._mark_dead("disconnect")
+
+    def _abort_transport(self) -> None:
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
+
+    def _limit_peer_wait(self, seconds: float) -> None:
+        """From now on no wait on the peer ends later than `seconds` from now, the one in progress included."""
+        deadline = self.loop.time() + seconds
+        self._peer_deadline = deadline if self._peer_deadline is None else min(self._peer_deadline, deadline)
+        cm = self._send_cm
+        if cm is not None and (cm.when() is None or cm.when() > self._peer_deadline):  # type: ignore[operator]
+            cm.reschedule(self._peer_deadline)
 
     def _on_driver_failure(self) -> None:
         """Recognition failed (internal_error already sent): close 1011 without waiting for the reader."""
         task = self.loop.create_task(self._conclude("error", list, CLOSE_INTERNAL, "internal error"))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def abort(self) -> None:
-        """Past every deadline: drop the TCP connection and the pump."""
-        self.driver.cancel()
-        transport = self.request.transport
-        if transport is not None:
-            transport.abort()
-        self._mark_dead("disconnect")
 
     # ---------------------------------------------------------------- reader
     def _deadline(self) -> tuple[float, str]:
@@ -147,8 +176,10 @@ class WsConnection:
                 except asyncio.TimeoutError:
                     continue
                 if msg.type in _GONE:
-                    if not self._concluding:  # not our own close handshake: the peer left
-                        self._mark_dead("disconnect")
+                    if not self._concluding:  # not our own close handshake: the peer left or broke the protocol
+                        if msg.type == WSMsgType.ERROR:
+                            self.driver.log(logging.INFO, "protocol_error", error=repr(msg.data)[:200])
+                        self._mark_dead("error" if msg.type == WSMsgType.ERROR else "disconnect")
                     return
                 now = self.loop.time()
                 if msg.type == WSMsgType.PONG:
@@ -179,7 +210,10 @@ class WsConnection:
                 "start_timeout", f"no valid 'start' within {s:g} s", True, CLOSE_START_TIMEOUT)],
                 CLOSE_START_TIMEOUT, "start timeout")
         idle = self.settings.idle_timeout_s
-        what = "sent nothing" if self.last_in <= self.last_pong else "answered no ping (is it reading?)"
+        reading = self.last_pong >= self.last_in
+        what = "sent nothing" if reading else "answered no ping (is it reading?)"
+        if not reading:  # a client that does not read will not answer a close handshake either
+            self._limit_peer_wait(min(1.0, self.settings.close_timeout_s))
         await self._conclude("timeout", lambda: [Failure("idle_timeout", f"the client {what} for {idle:g} s",
                                                          True, CLOSE_IDLE)], CLOSE_IDLE, "idle timeout")
 
@@ -241,15 +275,19 @@ class WsConnection:
         finally:
             self._concluded.set()
 
-    async def _close(self, code: int, reason: str) -> None:
+    async def _close(self, code: int, reason: str, limit_s: float | None = None) -> None:
         """Close handshake within close_timeout (aiohttp discards what the client still sends), else abort."""
+        clean = False
         try:
-            async with asyncio.timeout(self._peer_wait(self.settings.close_timeout_s)):
+            async with asyncio.timeout(self._peer_wait(limit_s or self.settings.close_timeout_s)):
                 await self.ws.close(code=code, message=reason.encode()[:120])
+            clean = True
         except (TimeoutError, ConnectionError, RuntimeError):
-            transport = self.request.transport
-            if transport is not None:
-                transport.abort()
+            pass
+        finally:  # a cancelled close too: a transport left "closing" with a full buffer would never go
+            self._clean_close = clean
+            if not clean:
+                self._abort_transport()
 
     # ----------------------------------------------------------------- sends
     async def deliver(self, event: Outgoing) -> None:
@@ -264,10 +302,14 @@ class WsConnection:
         if self.dead is not None:
             return
         try:
-            async with asyncio.timeout(self._peer_wait(self.settings.send_timeout_s)):
+            async with asyncio.timeout(self._peer_wait(self.settings.send_timeout_s)) as cm:
                 async with self._send_lock:
                     if self.dead is None and not self.ws.closed:
-                        await op()  # type: ignore[misc]
+                        self._send_cm = cm
+                        try:
+                            await op()  # type: ignore[misc]
+                        finally:
+                            self._send_cm = None
         except TimeoutError:
             self.driver.log(logging.WARNING, "slow_consumer", send_timeout_s=self.settings.send_timeout_s)
             self._mark_dead("slow_consumer")

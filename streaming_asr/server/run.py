@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from dataclasses import replace
 
 from ..batcher import ForwardFn
@@ -33,7 +34,13 @@ def serve_from_args(args: argparse.Namespace, config: StreamConfig) -> int:
     log.info("model %s on %s: precision=%s workers=%d threads/worker=%d reuse=%s", args.model, model.device,
              model.precision, plan.workers, plan.threads, settings.engine.reuse)
     info = replace(model.info, name=args.model)
-    return asyncio.run(run_until_signal(model, info, settings))
+    code = asyncio.run(run_until_signal(model, info, settings))
+    # Every session is concluded and logged by now; skip the interpreter's teardown of torch and its
+    # thread pools (seconds on a loaded machine), so a SIGTERM'd server exits within its close timeout.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def run_until_signal(forward: ForwardFn, info: ModelInfo, settings: ServerSettings) -> int:
