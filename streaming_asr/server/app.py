@@ -80,7 +80,7 @@ class AsrServer:
         add_routes(app, self._routes())
         install_log_filter()
         self._runner = web.AppRunner(app, access_log=None, max_line_size=MAX_LINE_BYTES, max_field_size=16384,
-                                     handler_cancellation=True, shutdown_timeout=self.settings.close_timeout_s)
+                                     shutdown_timeout=self.settings.close_timeout_s)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
         await self._site.start()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Callable
 from aiohttp import WSMsgType, web
 
 from .driver import SessionDriver
+from .peer import Peer
 from .protocol_v1 import ProtocolV1
 from .wire import (CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_START_TIMEOUT,
                    Audio, DriverError, Failure, Finalize, Invalid, Outgoing, Reply, Start, Stop, Command)
@@ -45,12 +46,8 @@ class WsConnection:
         self.loop = asyncio.get_running_loop()
         self.opened = self.last_in = self.last_pong = self.loop.time()
         self.errors = 0
-        self.dead: str | None = None  # the peer cannot be written to: "disconnect" or "slow_consumer"
-        self._dead = asyncio.Event()
-        self._send_lock = asyncio.Lock()
-        self._peer_deadline: float | None = None  # shutdown: absolute time the peer gets no more waiting
-        self._send_cm: asyncio.Timeout | None = None  # the deadline of the send in progress
-        self._clean_close = False
+        self.peer = Peer(ws, request, ctx.settings, lambda: self.driver.log(
+            logging.WARNING, "slow_consumer", send_timeout_s=self.settings.send_timeout_s))
         self._concluding = False
         self._concluded = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -66,29 +63,29 @@ class WsConnection:
         d = self.driver
         d.log(logging.INFO, "open", remote=str(self.request.remote))
         self._reader = self.loop.create_task(self._read_loop(), name=f"reader-{d.id}")
-        dead = self.loop.create_task(self._dead.wait())
+        dead = self.loop.create_task(self.peer.gone.wait())
         try:
             await asyncio.wait({self._reader, dead}, return_when=asyncio.FIRST_COMPLETED)
             await self._finish_reader()
-            d.finish(self.dead or "disconnect")
+            d.finish(self.peer.dead or "disconnect")
             try:
                 await asyncio.wait_for(d.wait_done(), timeout=60)
             except asyncio.TimeoutError:
                 d.cancel()
             if not self.ws.closed:
-                slow = self.dead == "slow_consumer"
-                await self._close(CLOSE_POLICY if slow else CLOSE_NORMAL, self.dead or "closed",
+                slow = self.peer.dead == "slow_consumer"
+                await self.peer.close(CLOSE_POLICY if slow else CLOSE_NORMAL, self.peer.dead or "closed",
                                   1.0 if slow else None)
         finally:  # whatever happened above (even a cancelled handler): no socket, share or task outlives us
             dead.cancel()
             if not self._reader.done():
                 self._reader.cancel()
-            d.finish(self.dead or "disconnect")  # the pump runs on and logs the final
-            if not self._clean_close:
-                self._abort_transport()
+            d.finish(self.peer.dead or "disconnect")  # the pump runs on and logs the final
+            if not self.peer.clean_close:
+                self.peer.abort()
             d.release()
             d.log(logging.INFO, "close", reason=d.ended if d.started else "no_start", audio_s=round(d.audio_s, 2),
-                  finals=d.finals, **({"peer": self.dead} if self.dead else {}))
+                  finals=d.finals, **({"peer": self.peer.dead} if self.peer.dead else {}))
 
     async def _finish_reader(self) -> None:
         assert self._reader is not None
@@ -113,7 +110,7 @@ class WsConnection:
         The peer gets close_timeout in all from now (a send already waiting on it is cut to that too);
         computing the final is not the peer's wait and has its own budget.
         """
-        self._limit_peer_wait(self.settings.close_timeout_s)
+        self.peer.limit_wait(self.settings.close_timeout_s)
         self.driver.finish("shutdown")
         try:
             await asyncio.wait_for(self.driver.wait_done(), compute_budget_s)
@@ -127,21 +124,8 @@ class WsConnection:
     def abort(self) -> None:
         """Past every deadline: drop the TCP connection and the pump."""
         self.driver.cancel()
-        self._abort_transport()
-        self._mark_dead("disconnect")
-
-    def _abort_transport(self) -> None:
-        transport = self.request.transport
-        if transport is not None:
-            transport.abort()
-
-    def _limit_peer_wait(self, seconds: float) -> None:
-        """From now on no wait on the peer ends later than `seconds` from now, the one in progress included."""
-        deadline = self.loop.time() + seconds
-        self._peer_deadline = deadline if self._peer_deadline is None else min(self._peer_deadline, deadline)
-        cm = self._send_cm
-        if cm is not None and (cm.when() is None or cm.when() > self._peer_deadline):  # type: ignore[operator]
-            cm.reschedule(self._peer_deadline)
+        self.peer.abort()
+        self.peer.mark_dead("disconnect")
 
     def _on_driver_failure(self) -> None:
         """Recognition failed (internal_error already sent): close 1011 without waiting for the reader."""
@@ -179,14 +163,14 @@ class WsConnection:
                     if not self._concluding:  # not our own close handshake: the peer left or broke the protocol
                         if msg.type == WSMsgType.ERROR:
                             self.driver.log(logging.INFO, "protocol_error", error=repr(msg.data)[:200])
-                        self._mark_dead("error" if msg.type == WSMsgType.ERROR else "disconnect")
+                        self.peer.mark_dead("error" if msg.type == WSMsgType.ERROR else "disconnect")
                     return
                 now = self.loop.time()
                 if msg.type == WSMsgType.PONG:
                     self.last_pong = now
                     continue
                 if msg.type == WSMsgType.PING:  # answered, but a keepalive is not activity
-                    await self._send(lambda: self.ws.pong(msg.data))
+                    await self.peer.send(lambda: self.ws.pong(msg.data))
                     continue
                 self.last_in = now
                 commands = self.codec.on_binary(msg.data) if msg.type == WSMsgType.BINARY \
@@ -199,9 +183,9 @@ class WsConnection:
 
     async def _ping_loop(self) -> None:
         interval = max(0.2, min(self.settings.ping_interval_s, self.settings.idle_timeout_s / 3))
-        while not self.dead:
+        while not self.peer.dead:
             await asyncio.sleep(interval)
-            await self._send(lambda: self.ws.ping())
+            await self.peer.send(lambda: self.ws.ping())
 
     async def _timed_out(self, kind: str) -> None:
         if kind == "start":
@@ -213,7 +197,7 @@ class WsConnection:
         reading = self.last_pong >= self.last_in
         what = "sent nothing" if reading else "answered no ping (is it reading?)"
         if not reading:  # a client that does not read will not answer a close handshake either
-            self._limit_peer_wait(min(1.0, self.settings.close_timeout_s))
+            self.peer.limit_wait(min(1.0, self.settings.close_timeout_s))
         await self._conclude("timeout", lambda: [Failure("idle_timeout", f"the client {what} for {idle:g} s",
                                                          True, CLOSE_IDLE)], CLOSE_IDLE, "idle timeout")
 
@@ -236,7 +220,7 @@ class WsConnection:
                 await self._conclude("stop", lambda: [d.closed_event()], CLOSE_NORMAL, "stop")
                 return True
             elif isinstance(cmd, Reply):
-                await self._send_text(cmd.text)
+                await self.peer.send_text(cmd.text)
             elif isinstance(cmd, Invalid):
                 raise DriverError(cmd.code, cmd.message)
         except DriverError as err:
@@ -271,57 +255,12 @@ class WsConnection:
             else:
                 for event in last():
                     await self.deliver(event)
-            await self._close(close_code, close_reason)
+            await self.peer.close(close_code, close_reason)
         finally:
             self._concluded.set()
-
-    async def _close(self, code: int, reason: str, limit_s: float | None = None) -> None:
-        """Close handshake within close_timeout (aiohttp discards what the client still sends), else abort."""
-        clean = False
-        try:
-            async with asyncio.timeout(self._peer_wait(limit_s or self.settings.close_timeout_s)):
-                await self.ws.close(code=code, message=reason.encode()[:120])
-            clean = True
-        except (TimeoutError, ConnectionError, RuntimeError):
-            pass
-        finally:  # a cancelled close too: a transport left "closing" with a full buffer would never go
-            self._clean_close = clean
-            if not clean:
-                self._abort_transport()
 
     # ----------------------------------------------------------------- sends
     async def deliver(self, event: Outgoing) -> None:
         """Render and send one event; a gone or stuck peer makes this a no-op (the driver logs finals)."""
-        if self.dead is None:
-            await self._send_text(self.codec.render(event))
-
-    async def _send_text(self, text: str) -> None:
-        await self._send(lambda: self.ws.send_str(text))
-
-    async def _send(self, op: Callable[[], object]) -> None:
-        if self.dead is not None:
-            return
-        try:
-            async with asyncio.timeout(self._peer_wait(self.settings.send_timeout_s)) as cm:
-                async with self._send_lock:
-                    if self.dead is None and not self.ws.closed:
-                        self._send_cm = cm
-                        try:
-                            await op()  # type: ignore[misc]
-                        finally:
-                            self._send_cm = None
-        except TimeoutError:
-            self.driver.log(logging.WARNING, "slow_consumer", send_timeout_s=self.settings.send_timeout_s)
-            self._mark_dead("slow_consumer")
-        except (ConnectionError, RuntimeError):
-            self._mark_dead("disconnect")
-
-    def _peer_wait(self, default: float) -> float:
-        if self._peer_deadline is None:
-            return default
-        return max(0.05, min(default, self._peer_deadline - self.loop.time()))
-
-    def _mark_dead(self, why: str) -> None:
-        if self.dead is None:
-            self.dead = why
-            self._dead.set()
+        if self.peer.dead is None:
+            await self.peer.send_text(self.codec.render(event))
