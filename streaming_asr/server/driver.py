@@ -274,10 +274,8 @@ class SessionDriver:
 
 def _check_phrases(phrases: list[str], boost: float | None, default_boost: float | None) -> list[str]:
     """The phrase list and boost within the documented limits (ConfigError otherwise)."""
-    from .. import phrase_rescore
+    from ..phrase_rescore import check_boost, check_phrases
 
-    check_boost = getattr(phrase_rescore, "check_boost", lambda b: b)  # TEMP until phrase limits land
-    check_phrases = getattr(phrase_rescore, "check_phrases", lambda p: p)
     check_boost(boost)
     check_boost(default_boost)
     return check_phrases(phrases)
