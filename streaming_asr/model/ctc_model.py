@@ -15,6 +15,7 @@ import numpy as np
 from .info import DEFAULT_MODEL, ModelInfo, ModelLoadError, info_from, info_from_config
 from .inputs import ModelInput, ModelOutput, ReuseInput, batch_key
 from .precision import PrecisionError, apply_precision, resolve_precision, torch_dtype
+from .runtime import HeapTrimmer, bound_kernel_caches
 
 def _is_local(name: str) -> bool:
     return os.path.isdir(name) or name.startswith((".", "/", "~"))
@@ -31,6 +32,7 @@ class CtcModel:
     def __init__(self, model: object, info: ModelInfo, device: str = "cpu", precision: str = "fp32") -> None:
         import torch
 
+        bound_kernel_caches()  # before any forward: RSS must not grow with every flush-window length
         self.torch = torch
         self.model = model
         self.info = info
@@ -38,6 +40,7 @@ class CtcModel:
         self.precision = precision
         self.dtype = torch_dtype(precision)
         self._reuse: object | None = None
+        self.heap = HeapTrimmer()  # freed forward memory goes back to the OS every ~30 s (runtime.py)
 
     @classmethod
     def load(
@@ -103,13 +106,16 @@ class CtcModel:
         if len(keys) != 1:
             raise ValueError(f"windows in one batch must share a batch key, got {sorted(keys)}")
         if isinstance(windows[0], ReuseInput):
-            return self.reuse(windows)  # type: ignore[arg-type,return-value]
+            outs = self.reuse(windows)
+            self.heap.maybe_trim()
+            return outs  # type: ignore[no-any-return]
         torch = self.torch
         batch = torch.from_numpy(np.stack(windows).astype(np.float32)).to(self.device, self.dtype)
         with torch.inference_mode():
             logits = self.model(batch).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
         out = logp.cpu().numpy()
+        self.heap.maybe_trim()
         return [out[i] for i in range(out.shape[0])]
 
     @property
