@@ -22,7 +22,8 @@ from test_server import recv_json
 FIELDS = ("type", "sample_rate", "encoding", "channels", "interim_results", "chunk_s", "left_context_s",
           "lookahead_s", "endpoint_silence_s", "max_segment_s", "phrases", "phrase_boost", "id")
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=30),
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.sampled_from([10**400, -10**400, 2**53])
+    | st.floats(allow_nan=False) | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
     max_leaves=20)
 messages = st.one_of(

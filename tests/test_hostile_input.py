@@ -41,6 +41,10 @@ TYPE_CONFUSION = [
     ({"type": {"start": 1}}, "unknown_type"),
     ({"type": "ping", "id": {"a": 1}}, "invalid_message"),
     ({"type": "ping", "id": "x" * 1000}, "invalid_message"),
+    ({"type": "ping", "id": 10**400}, "invalid_message"),
+    ({**START, "chunk_s": 10**400}, "invalid_option"),
+    ({**START, "phrase_boost": 10**400}, "invalid_option"),
+    ({**START, "sample_rate": 10**400}, "unsupported_sample_rate"),
 ]
 
 

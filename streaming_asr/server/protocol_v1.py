@@ -78,8 +78,9 @@ def _pong(msg: dict[str, Any]) -> Command:
     if "id" not in msg:
         return Reply(json.dumps({"type": "pong"}))
     pid = msg["id"]
+    number = _number(pid)
     ok = (isinstance(pid, str) and len(pid) <= MAX_PING_ID_CHARS) or pid is None or \
-        (isinstance(pid, (int, float)) and not isinstance(pid, bool) and math.isfinite(pid) and abs(pid) < 2**53)
+        (number is not None and abs(number) < 2**53)
     if not ok:
         return Invalid("invalid_message", f"ping 'id' must be a number or a string of at most "
                                           f"{MAX_PING_ID_CHARS} characters")
@@ -104,9 +105,10 @@ def _parse_start(msg: dict[str, Any]) -> Command:
         value = msg.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        number = _number(value)
+        if number is None:
             return Invalid("invalid_option", f"{key} must be a finite number, got {_show(value)}")
-        options[key] = float(value)
+        options[key] = number
     interim = msg.get("interim_results", True)
     if not isinstance(interim, bool):
         return Invalid("invalid_option", f"interim_results must be true or false, got {_show(interim)}")
@@ -116,11 +118,20 @@ def _parse_start(msg: dict[str, Any]) -> Command:
     if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
         return Invalid("invalid_option", f"phrases must be a list of strings, got {_show(phrases)}")
     boost = msg.get("phrase_boost")
-    if boost is not None and (isinstance(boost, bool) or not isinstance(boost, (int, float))
-                              or not math.isfinite(boost)):
+    if boost is not None and _number(boost) is None:
         return Invalid("invalid_option", f"phrase_boost must be a finite number, got {_show(boost)}")
-    return Start(PcmFormat(rate, encoding, channels), options, interim, tuple(phrases),
-                 None if boost is None else float(boost))
+    return Start(PcmFormat(rate, encoding, channels), options, interim, tuple(phrases), _number(boost))
+
+
+def _number(value: Any) -> float | None:
+    """`value` as a finite float, or None (bools, non-numbers, NaN/Infinity, ints too big for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _show(value: Any) -> str:
