@@ -4,7 +4,7 @@ It owns the deadlines that involve the peer:
 - `start_timeout_s`: a valid start must arrive in time (error `start_timeout`, close 4002);
 - `idle_timeout_s`: the client must keep *sending* (text or binary messages; its WebSocket pings are
   answered but are keepalives, not activity) and keep *reading* (it answers our WebSocket pings, sent
-  every idle/3 s); either silence past the timeout ends the session (final, error `idle_timeout`,
+  every idle/4 s); either silence past the timeout ends the session (final, error `idle_timeout`,
   close 4000; a client that does not read gets 1 s for the close handshake). Time we spend not
   reading (backpressure, computing a last final) is not held against the client;
 - `send_timeout_s`: every send has a deadline; a client whose buffer stays full past it is a slow
@@ -182,7 +182,7 @@ class WsConnection:
             pinger.cancel()
 
     async def _ping_loop(self) -> None:
-        interval = max(0.2, min(self.settings.ping_interval_s, self.settings.idle_timeout_s / 3))
+        interval = max(0.2, min(self.settings.ping_interval_s, self.settings.idle_timeout_s / 4))
         while not self.peer.dead:
             await asyncio.sleep(interval)
             await self.peer.send(lambda: self.ws.ping())
