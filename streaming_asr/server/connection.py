@@ -86,6 +86,7 @@ class WsConnection:
             d.release()
             d.log(logging.INFO, "close", reason=d.ended if d.started else "no_start", audio_s=round(d.audio_s, 2),
                   finals=d.finals, **({"peer": self.peer.dead} if self.peer.dead else {}))
+            d.drop()
 
     async def _finish_reader(self) -> None:
         assert self._reader is not None

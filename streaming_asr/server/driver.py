@@ -195,6 +195,20 @@ class SessionDriver:
     def release(self) -> None:
         self.ctx.admission.release(self.id)
 
+    def drop(self) -> None:
+        """The connection is over: let go of the session's buffers and of the connection now.
+
+        The driver and its connection refer to each other (send, on_failure), so without this they
+        would wait for the cyclic garbage collector, and a finished session's audio and cached model
+        state (~20 MiB for base) with them: RSS would grow with every session until a gen-2 collection.
+        """
+        if self._pump is not None and not self._pump.done():
+            return  # still computing the last final: the pump drops what it holds when it ends
+        self.session = None
+        self._inbox.clear()
+        self.send = _discard
+        self.on_failure = None
+
     # ----------------------------------------------------------------- pump
     async def _pump_loop(self) -> None:
         try:
@@ -270,6 +284,10 @@ class SessionDriver:
             elif isinstance(ev, Partial) and self.ended in ("disconnect", "slow_consumer"):
                 continue
             await self.send(ev)
+
+
+async def _discard(event: Outgoing) -> None:
+    """Where a dropped driver's events go."""
 
 
 def _check_phrases(phrases: list[str], boost: float | None, default_boost: float | None) -> list[str]:
