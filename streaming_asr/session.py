@@ -150,6 +150,7 @@ class StreamingSession:
         """End of stream: recognise everything, send the last final; no more input after this."""
         self.finalize(reason)
         self._closed = True
+        self._release_if_done()
 
     @property
     def flushing(self) -> bool:
@@ -373,7 +374,19 @@ class StreamingSession:
             _, reason = self._flushes.popleft()
             self._close_segment(reason, cut_frame=self.next_frame)
             done = True
+        if done:
+            self._release_if_done()
         return done
+
+    def _release_if_done(self) -> None:
+        """After the last final, drop the audio and the model state (the kept keys/values are ~20 MiB
+        for base): a finished session then holds no large buffers, however long its owner keeps it
+        (a server's connection objects can stay alive until the cyclic garbage collector runs)."""
+        if self._closed and not self._flushes and self._in_flight is None:
+            self._cache = self._ahead = None
+            self._buf = np.zeros(0, dtype=np.float32)
+            self._pending = []
+            self._seg.logp = []
 
     def _emit_partial(self, tail: np.ndarray, tail_first: int) -> None:
         committed = words_text(tokens_to_words(self._seg.decoder.tokens, self.info.vocab, self.info.delimiter_id))

@@ -107,7 +107,7 @@ def test_state_reuse_computes_only_new_frames_and_keeps_a_bounded_cache() -> Non
     session = StreamingSession(model.info, STATE)
     session.push(_noise(6.0, 4))
     session.finish()
-    shapes = []
+    shapes, kept = [], []
     while (win := session.next_window(max_chunks=2)) is not None:
         item = win.model_input
         assert isinstance(item, ReuseInput) and item.state
@@ -115,12 +115,15 @@ def test_state_reuse_computes_only_new_frames_and_keeps_a_bounded_cache() -> Non
         shapes.append((item.new_from, 0 if item.cache is None else item.cache.frames, out[0].shape[0],
                        win.own_end - win.own_start, win.forced))
         session.accept(win, out)
+        if session.flushing:  # not yet the last final
+            kept.append(session._cache.frames)
     # chunk 20 frames, left 40, look-ahead 10: output = owned + look-ahead, cache = left context
     assert shapes[0] == (0, 0, 50, 40, False)
     assert all(ctx == nf <= 40 for nf, ctx, *_ in shapes)
     assert all(n == owned + 10 for _, _, n, owned, forced in shapes if not forced)
     assert shapes[-1][-1]  # the flush window at the final
-    assert session._cache is not None and session._cache.frames == 40
+    assert max(kept) == 40 == kept[-1]  # the kept state is the left context, no more
+    assert session._cache is None and session.buffered_samples == 0  # released with the last final
     finals = [e for e in session.pop_events() if isinstance(e, Final)]
     assert finals and finals[-1].reason == "stop"
 
@@ -180,7 +183,9 @@ def test_state_refresh_reruns_the_newest_cached_frames_and_replaces_their_state(
         logp, cache = model([item])[0]
         seen.append((item.refresh, logp.shape[0], cache.frames, win.num_frames))
         session.accept(win, (logp, cache))
-        assert session._cache.frames == min(40, session.next_frame)
+        if session.flushing:  # until the last final, which releases the kept state
+            assert session._cache.frames == min(40, session.next_frame)
+    assert session._cache is None
     assert seen[0][0] == 0 and all(r == 10 for r, *_ in seen[1:])
     assert all(n == frames and c == n + r for r, n, c, frames in seen)  # log-probs: new frames; cache: + refreshed
     # refreshing every cached frame is a recompute of the transformer over the whole window
