@@ -1,4 +1,4 @@
-"""Glue between the session's SegmentRescorer hook and the phrase-biased decoder in phrases.py.
+"""Glue between the session's SegmentRescorer hook and the phrase-biased decoder in the phrases package.
 
 A closed segment's log-probs are re-decoded with the phrase trie, force-aligned for word times,
 and searched for the client's phrases; the result replaces the greedy tokens in the final.
@@ -9,7 +9,7 @@ them, and :class:`PhraseRescorer` calls them again). Measured on one core: the w
 the limits compile in under 0.1 s, and rescoring a 20 s segment (1000 frames) with them takes
 0.2-0.3 s on random or speech-like log-probs and at most ~0.6 s on adversarial ones (segments
 made of the phrases' own few words, where ``PhraseBiaser.find`` works up to its caps,
-FIND_SCAN_STEPS and FIND_CHECK_CELLS in phrases.py). The beam search itself (~0.2 s of that) does
+FIND_SCAN_STEPS and FIND_CHECK_CELLS in phrases/matching.py). The beam search itself (~0.2 s of that) does
 not depend on the phrase list. For scale: before the limits (and before the trie's failure links
 were built in linear time), 1000 phrases of 1 KB took 196 s of CPU and 4.7 GB to compile.
 """
