@@ -76,9 +76,9 @@ class Batcher:
             now = asyncio.get_running_loop().time()
         except RuntimeError:
             return 0.0
-        recent = sorted(d for t, d in self._delays if now - t <= horizon_s)
-        if self._pending:  # requests still waiting count with their age so far
-            recent = sorted(recent + [now - r.queued for r in self._pending])
+        recent = [d for t, d in self._delays if now - t <= horizon_s]
+        recent += [now - r.queued for r in self._pending]  # requests still waiting count with their age so far
+        recent.sort()
         return recent[int(0.95 * (len(recent) - 1))] if recent else 0.0
 
     def start(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import STANDIN_MODEL, tiny_model
-from test_server import drain, recv_json, start
+from test_server import drain, keep_sending, recv_json, start
 
 ENDINGS = ("stop", "disconnect", "shutdown", "timeout")
 
@@ -110,15 +109,7 @@ async def test_non_reading_and_half_open_clients_are_reaped(server_factory: Any,
     deaf = await websockets.connect(server.ws_url, sock=_small_socket(server.port), max_queue=1, ping_interval=None)
     await deaf.send(json.dumps({"type": "start", "sample_rate": 16000}))
 
-    async def keep_sending() -> None:
-        try:
-            while True:
-                await deaf.send(b"\x01\x00" * 1600)
-                await asyncio.sleep(0.05)
-        except websockets.ConnectionClosed:
-            pass
-
-    sender = asyncio.create_task(keep_sending())
+    sender = asyncio.create_task(keep_sending(deaf, 0.05))
     # half-open: started, then neither reads nor writes
     silent = await websockets.connect(server.ws_url, ping_interval=None)
     await start(silent)

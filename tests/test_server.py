@@ -52,6 +52,16 @@ async def drain(ws: Any) -> list[dict[str, Any]]:
         return out
 
 
+async def keep_sending(ws: Any, period_s: float, frame: bytes = b"\x01\x00" * 1600) -> None:
+    """Send `frame` every `period_s` until the server closes the connection."""
+    try:
+        while True:
+            await ws.send(frame)
+            await asyncio.sleep(period_s)
+    except websockets.ConnectionClosed:
+        pass
+
+
 async def transcribe(url: str, data: bytes, **start_fields: Any) -> tuple[list[dict[str, Any]], Any]:
     async with websockets.connect(url) as ws:
         await start(ws, **start_fields)
@@ -308,15 +318,7 @@ async def test_shutdown_while_the_client_keeps_streaming(server_factory: Any) ->
     async with websockets.connect(server.ws_url) as ws:
         await start(ws)
 
-        async def keep_sending() -> None:
-            try:
-                while True:
-                    await ws.send(b"\x01\x00" * 1600)
-                    await asyncio.sleep(0.01)
-            except websockets.ConnectionClosed:
-                pass
-
-        sender = asyncio.create_task(keep_sending())
+        sender = asyncio.create_task(keep_sending(ws, 0.01))
         await asyncio.sleep(0.3)
         await asyncio.get_running_loop().run_in_executor(None, server.stop)
         events = await drain(ws)

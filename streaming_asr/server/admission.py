@@ -65,14 +65,17 @@ class Admission:
         self.queue_delay_p95 = queue_delay_p95 or (lambda: 0.0)
         self.window_cost_s = 0.0  # measured seconds per default window (0: not calibrated, admit all)
         self._default_frames = window_frames(default, frame_s)
-        self._default_rate = 0.0
         self._sessions: dict[str, float] = {}
         self.refused = 0
 
     def calibrate(self, window_cost_s: float) -> None:
         """Seconds one default-geometry window takes on this model (timed at startup)."""
         self.window_cost_s = max(0.0, window_cost_s)
-        self._default_rate = self.window_cost_s / self.default.chunk_s
+
+    @property
+    def _default_rate(self) -> float:
+        """Model-seconds per audio-second of one default-geometry session."""
+        return self.window_cost_s / self.default.chunk_s
 
     def session_cost(self, config: StreamConfig) -> SessionCost:
         relative = (window_frames(config, self.frame_s) / self._default_frames) * (self.default.chunk_s / config.chunk_s)

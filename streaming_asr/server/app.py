@@ -155,11 +155,11 @@ class AsrServer:
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         """The WebSocket endpoint of protocol v1: guards, limits, then one WsConnection."""
         s = self.settings
-        has_token = bool(s.token) and token_ok(request, s.token)
-        if not token_ok(request, s.token):
+        authorized = token_ok(request, s.token)
+        if not authorized:
             log.info("handshake refused: bad or missing token from %s", request.remote)
             return error_response(401, "unauthorized", "missing or wrong token", {"WWW-Authenticate": "Bearer"})
-        if not has_token and not origin_ok(request, s.allowed_origins):
+        if not (s.token and authorized) and not origin_ok(request, s.allowed_origins):
             log.info("handshake refused: origin %r not allowed", request.headers.get("Origin", "")[:200])
             return error_response(403, "forbidden_origin", "this Origin may not open sessions here "
                                                            "(see --allowed-origins)")

@@ -103,7 +103,6 @@ class SessionDriver:
         self.audio = AudioInput(fmt, info.sample_rate)
         self.session = StreamingSession(info, config, interim_results=req.interim_results, rescorer=rescorer)
         self._pump = asyncio.get_running_loop().create_task(self._pump_loop(), name=f"pump-{self.id}")
-        self._done.clear()
         fields = {"model": info.name, "sample_rate": info.sample_rate, "input_sample_rate": fmt.sample_rate,
                   "encoding": fmt.encoding, "channels": fmt.channels, "frame_s": info.frame_seconds,
                   **{k: v for k, v in config.as_dict().items() if k != "max_catchup_chunks"},
