@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
 
+from streaming_asr.captions import format_vtt_time as _format_vtt_time, vtt_cue
+
 from .asr_client import Final, Partial, PhraseMatch, Word
 
 Format = Literal["text", "jsonl", "vtt"]
@@ -28,13 +30,7 @@ def format_clock(seconds: float) -> str:
     return f"{hours}:{clock}" if hours else clock
 
 
-def format_vtt_time(seconds: float) -> str:
-    """``HH:MM:SS.mmm`` as WebVTT cue timings require."""
-    millis = max(0, round(seconds * 1000))
-    hours, rest = divmod(millis, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, ms = divmod(rest, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{ms:03d}"
+format_vtt_time = _format_vtt_time  # ``HH:MM:SS.mmm``; lives in streaming_asr.captions (the server's too)
 
 
 def final_line(final: Final) -> str:
@@ -124,8 +120,6 @@ class JsonLinesWriter(_StreamWriter):
 class VttWriter(_StreamWriter):
     """WebVTT captions: the ``WEBVTT`` header, then one numbered cue per non-empty final."""
 
-    MIN_CUE_S = 0.01
-
     def __init__(self, stream: TextIO, *, close_stream: bool = False) -> None:
         super().__init__(stream, close_stream=close_stream)
         self.cues = 0
@@ -135,9 +129,7 @@ class VttWriter(_StreamWriter):
         if not final.text:
             return
         self.cues += 1
-        end = max(final.end, final.start + self.MIN_CUE_S)  # a cue must end after it starts
-        text = final.text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        self._emit(f"{self.cues}\n{format_vtt_time(final.start)} --> {format_vtt_time(end)}\n{text}\n\n")
+        self._emit(vtt_cue(self.cues, final.start, final.end, final.text))
 
 
 def infer_format(path: str | Path, default: Format = "text") -> Format:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-ENCODINGS = {"pcm_s16le": ("<i2", 2), "pcm_f32le": ("<f4", 4)}
+ENCODINGS = {"pcm_s16le": ("<i2", 2), "pcm_f32le": ("<f4", 4), "mulaw": ("u1", 1), "alaw": ("u1", 1)}
 MIN_RATE, MAX_RATE = 8000, 48000
 MAX_CHANNELS = 8
 
@@ -56,13 +56,36 @@ def decode_pcm(data: bytes, fmt: PcmFormat) -> np.ndarray:
         )
     dtype, _ = ENCODINGS[fmt.encoding]
     samples = np.frombuffer(data, dtype=dtype)
-    audio = samples.astype(np.float32) / 32768.0 if fmt.encoding == "pcm_s16le" else samples.astype(np.float32)
+    if fmt.encoding in G711:
+        audio = G711[fmt.encoding][samples]
+    elif fmt.encoding == "pcm_s16le":
+        audio = samples.astype(np.float32) / 32768.0
+    else:
+        audio = samples.astype(np.float32)
     if fmt.channels > 1:
         audio = audio.reshape(-1, fmt.channels).mean(axis=1)
     if fmt.encoding == "pcm_f32le":
         audio = np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0)
         np.clip(audio, -1.0, 1.0, out=audio)
     return audio
+
+
+def _mulaw_table() -> np.ndarray:
+    """ITU-T G.711 mu-law byte -> float32 (the standard expansion; the stdlib's audioop is gone in 3.13)."""
+    u = ~np.arange(256, dtype=np.int32) & 0xFF
+    magnitude = (((u & 0x0F) << 3) + 0x84) << ((u >> 4) & 0x07)
+    return (np.where(u & 0x80, 0x84 - magnitude, magnitude - 0x84) / 32768.0).astype(np.float32)
+
+
+def _alaw_table() -> np.ndarray:
+    """ITU-T G.711 A-law byte -> float32."""
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    exponent, mantissa = (a >> 4) & 0x07, a & 0x0F
+    magnitude = np.where(exponent == 0, (mantissa << 4) + 8, ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0))
+    return (np.where(a & 0x80, magnitude, -magnitude) / 32768.0).astype(np.float32)
+
+
+G711 = {"mulaw": _mulaw_table(), "alaw": _alaw_table()}
 
 
 class StreamResampler:

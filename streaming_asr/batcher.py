@@ -6,6 +6,11 @@ and runs them on `workers` model threads as batched forwards. Requests are group
 new requests queue up and form the next batch, so under load batches fill by themselves; when a
 worker is idle the scheduler waits at most `max_wait_s` for company before running.
 
+Two priorities: live windows, and `background` ones (file uploads), which are taken only while no
+live window waits. A computing batch is not interrupted, so with one worker a live window may wait
+for one background batch; with several, background batches use all but one worker, keeping one
+free for live windows.
+
 Several workers with fewer torch threads each beat one worker with all threads for small windows
 on CPU (bench/kernels.py measures it); `thread_init` runs in each worker thread before its first
 forward (the model sets its torch thread count there).
@@ -45,6 +50,7 @@ class _Request:
     item: ModelInput
     future: asyncio.Future[ModelOutput]
     queued: float = 0.0  # loop time when the request arrived
+    background: bool = False  # file transcription: runs only when no live request waits
 
 
 class Batcher:
@@ -63,6 +69,8 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="asr-model",
                                             initializer=thread_init)
         self._slots: asyncio.Semaphore | None = None
+        self._background_slots = max(1, self.workers - 1)  # workers background batches may hold at once
+        self._background_busy = 0
         self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -77,7 +85,8 @@ class Batcher:
         except RuntimeError:
             return 0.0
         recent = [d for t, d in self._delays if now - t <= horizon_s]
-        recent += [now - r.queued for r in self._pending]  # requests still waiting count with their age so far
+        # requests still waiting count with their age so far; background ones wait by design and do not count
+        recent += [now - r.queued for r in self._pending if not r.background]
         recent.sort()
         return recent[int(0.95 * (len(recent) - 1))] if recent else 0.0
 
@@ -101,21 +110,26 @@ class Batcher:
         self._pending.clear()
         self._executor.shutdown(wait=True)
 
-    async def infer(self, item: ModelInput) -> ModelOutput:
-        """The model's output for one window's input (see model.CtcModel.__call__)."""
+    async def infer(self, item: ModelInput, background: bool = False) -> ModelOutput:
+        """The model's output for one window's input (see model.CtcModel.__call__).
+
+        `background` requests (file uploads) are taken only while no live request is pending, so
+        uploads use the model's spare time; they batch with each other, never with live ones.
+        """
         if self._task is None:
             raise RuntimeError("batcher not started")
         fut: asyncio.Future[ModelOutput] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(item, fut, asyncio.get_running_loop().time()))
+        self._pending.append(_Request(item, fut, asyncio.get_running_loop().time(), background))
         self._wakeup.set()
         return await fut
 
     async def _run(self) -> None:
         self._slots = asyncio.Semaphore(self.workers)
         while True:
-            if not self._pending:
+            if not self._takeable():
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                continue
             await self._slots.acquire()
             if len(self._pending) < self.max_batch and self.max_wait_s:
                 await asyncio.sleep(self.max_wait_s)
@@ -132,7 +146,7 @@ class Batcher:
         assert self._slots is not None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._delays.extend((now, now - r.queued) for r in batch)
+        self._delays.extend((now, now - r.queued) for r in batch if not r.background)
         t0 = time.perf_counter()
         try:
             outs = await loop.run_in_executor(self._executor, self.forward, [r.item for r in batch])
@@ -144,6 +158,9 @@ class Batcher:
             return
         finally:
             self._slots.release()
+            if batch[0].background:
+                self._background_busy -= 1
+                self._wakeup.set()  # a waiting background batch may go now
         self.stats.batches += 1
         self.stats.windows += len(batch)
         self.stats.compute_s += time.perf_counter() - t0
@@ -152,13 +169,23 @@ class Batcher:
                 r.future.set_result(out)
 
     def _take_batch(self) -> list[_Request]:
-        """Up to max_batch requests of the oldest request's window length (FIFO within a length)."""
+        """Up to max_batch requests of the oldest request's window length (FIFO within a length);
+        live requests first: the oldest background one leads only when no live request waits."""
         self._pending = [r for r in self._pending if not r.future.cancelled()]
         if not self._pending:
             return []
-        key = batch_key(self._pending[0].item)
+        background = all(r.background for r in self._pending)
+        if background and self._background_busy >= self._background_slots:
+            return []
+        key = batch_key(next(r for r in self._pending if r.background == background).item)
         batch, rest = [], []
         for r in self._pending:
-            (batch if batch_key(r.item) == key and len(batch) < self.max_batch else rest).append(r)
+            take = r.background == background and batch_key(r.item) == key and len(batch) < self.max_batch
+            (batch if take else rest).append(r)
         self._pending = rest
+        self._background_busy += background
         return batch
+
+    def _takeable(self) -> bool:
+        """A batch could start now: a live request waits, or a background one and a worker it may use."""
+        return any(not r.background or self._background_busy < self._background_slots for r in self._pending)

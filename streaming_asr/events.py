@@ -38,6 +38,7 @@ class Partial:
     text: str
     stable: int
     end: float = 0.0  # audio (seconds) the hypothesis covers: lets clients measure latency
+    words: tuple[WordResult, ...] = ()  # provisional word times, for codecs that send them (not protocol v1)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "partial", "segment": self.segment, "text": self.text, "stable": self.stable,

@@ -9,18 +9,19 @@ stride_length_s=5)`, stitched frame-exactly. Segments come from the same endpoin
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Sequence
+from typing import Any, Awaitable, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .config import StreamConfig
 from .events import Final, Partial
 from .model import ModelInfo, ModelInput, ModelOutput
-from .session import StreamingSession
+from .session import StreamingSession, Window
 
 OFFLINE_CONFIG = StreamConfig(chunk_s=20.0, left_context_s=5.0, lookahead_s=5.0, max_segment_s=60.0)
 
 ForwardFn = Callable[[Sequence[ModelInput]], list[ModelOutput]]
+Offload = Callable[..., Awaitable[Any]]  # offload(fn, *args) -> fn(*args), run somewhere
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,40 @@ class Transcript:
         return " ".join(f.text for f in self.finals if f.text)
 
 
+class OfflineRun:
+    """The offline window loop's state, stepped by its caller.
+
+    One place for the chunking, so the CLI (a sync forward, `transcribe_offline`) and the server's
+    file endpoint (windows through the batcher, `transcribe_offline_async`) cut, stitch and
+    endpoint a file identically and give the same transcript.
+    """
+
+    def __init__(self, info: ModelInfo, audio: np.ndarray,
+                 endpoint_silence_s: float = StreamConfig.endpoint_silence_s) -> None:
+        cfg = replace(OFFLINE_CONFIG, endpoint_silence_s=endpoint_silence_s)
+        self.session = StreamingSession(info, cfg, interim_results=False)
+        self.session.push(audio)
+        self.session.finish("stop")
+        self.duration_s = audio.size / info.sample_rate
+        self.finals: list[Final] = []
+        self._total = max(1, self.session.available_frames())
+
+    def next_window(self) -> Window | None:
+        return self.session.next_window()
+
+    def accept(self, win: Window, output: ModelOutput) -> None:
+        self.session.accept(win, output)
+        self.finals.extend(e for e in self.session.pop_events() if isinstance(e, Final))
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, self.session.next_frame / self._total)
+
+    def transcript(self) -> Transcript:
+        self.finals.extend(e for e in self.session.pop_events() if isinstance(e, Final))
+        return Transcript(tuple(_drop_empty(self.finals)), self.duration_s)
+
+
 def transcribe_offline(
     forward: ForwardFn,
     info: ModelInfo,
@@ -43,19 +78,35 @@ def transcribe_offline(
     progress: Callable[[float], None] | None = None,
 ) -> Transcript:
     """Recognise a whole model-rate signal; `progress(fraction)` is called as windows complete."""
-    cfg = replace(OFFLINE_CONFIG, endpoint_silence_s=endpoint_silence_s)
-    session = StreamingSession(info, cfg, interim_results=False)
-    session.push(audio)
-    session.finish("stop")
-    finals: list[Final] = []
-    total = max(1, session.available_frames())
-    while (win := session.next_window()) is not None:
-        session.accept(win, forward([win.model_input])[0])
-        finals.extend(e for e in session.pop_events() if isinstance(e, Final))
+    run = OfflineRun(info, audio, endpoint_silence_s)
+    while (win := run.next_window()) is not None:
+        run.accept(win, forward([win.model_input])[0])
         if progress:
-            progress(min(1.0, session.next_frame / total))
-    finals.extend(e for e in session.pop_events() if isinstance(e, Final))
-    return Transcript(tuple(_drop_empty(finals)), audio.size / info.sample_rate)
+            progress(run.progress)
+    return run.transcript()
+
+
+async def transcribe_offline_async(
+    infer: Callable[[ModelInput], Awaitable[ModelOutput]],
+    info: ModelInfo,
+    audio: np.ndarray,
+    endpoint_silence_s: float = StreamConfig.endpoint_silence_s,
+    offload: Offload | None = None,
+) -> Transcript:
+    """`transcribe_offline` with one window at a time through `infer` (e.g. the server's batcher).
+
+    `offload(fn, *args)` runs the CPU work (setup, window cutting, accepting) off the event loop,
+    e.g. in a thread pool; without it that work runs inline.
+    """
+    step: Offload = offload or _inline
+    run: OfflineRun = await step(OfflineRun, info, audio, endpoint_silence_s)
+    while (win := await step(run.next_window)) is not None:
+        await step(run.accept, win, await infer(win.model_input))
+    return await step(run.transcript)
+
+
+async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
 
 
 def transcribe_streaming(

@@ -389,14 +389,15 @@ class StreamingSession:
             self._seg.logp = []
 
     def _emit_partial(self, tail: np.ndarray, tail_first: int) -> None:
-        committed = words_text(tokens_to_words(self._seg.decoder.tokens, self.info.vocab, self.info.delimiter_id))
+        words = tokens_to_words(self._seg.decoder.tokens, self.info.vocab, self.info.delimiter_id)
+        committed = words_text(words)
+        text = committed
         if tail.shape[0]:
             dec = self._seg.decoder.copy()
             ids, probs = frame_argmax(tail)
             dec.feed(tail_first, ids, probs)
-            text = words_text(tokens_to_words(dec.tokens, self.info.vocab, self.info.delimiter_id))
-        else:
-            text = committed
+            words = tokens_to_words(dec.tokens, self.info.vocab, self.info.delimiter_id)
+            text = words_text(words)
         if not text and self._last_partial is None:
             return
         key = (self._seg.index, text)
@@ -404,7 +405,9 @@ class StreamingSession:
             return
         self._last_partial = key
         stable = _common_prefix(committed, text)
-        self._outbox.append(Partial(self._seg.index, text, stable, (tail_first + tail.shape[0]) * self.info.frame_seconds))
+        fs = self.info.frame_seconds
+        self._outbox.append(Partial(self._seg.index, text, stable, (tail_first + tail.shape[0]) * fs, tuple(
+            WordResult(w.text, w.start_frame * fs, w.end_frame * fs, w.confidence) for w in words)))
 
     def _trim_buffer(self) -> None:
         """Drop audio no future window needs (bounded memory however long the stream)."""

@@ -22,11 +22,12 @@ from ..batcher import Batcher, ForwardFn
 from ..model import ModelInfo
 from ..session import StreamingSession
 from .admission import Admission
+from . import handshake
 from .connection import WsConnection
 from .http import (MAX_LINE_BYTES, STREAM_PATH, add_routes, error_response, guard, install_log_filter, json_response,
                    origin_ok, page, token_ok)
-from .protocol_v1 import ProtocolV1
 from .settings import ServerSettings
+from .transcriptions import Transcriptions
 from .wire import CLOSE_GOING_AWAY, CLOSE_TRY_LATER
 
 log = logging.getLogger("streaming_asr.server")
@@ -87,8 +88,10 @@ class AsrServer:
         log.info("listening on ws://%s:%d%s model=%s", self.settings.host, self.port, STREAM_PATH, self.info.name)
 
     def _routes(self) -> list[tuple[str, str, Any]]:
-        return [("GET", STREAM_PATH, self._stream), ("GET", "/health", self._health), ("GET", "/v1/auth", self._auth),
-                ("GET", "/", page), ("GET", "/{name}", page)]
+        return [("GET", STREAM_PATH, self._stream), ("GET", "/v1/listen", self._deepgram), ("GET", "/vosk", self._vosk),
+                ("GET", "/health", self._health), ("GET", "/v1/auth", self._auth),
+                ("GET", "/", self._root), ("GET", "/{name}", page),
+                ("POST", "/v1/audio/transcriptions", Transcriptions(self.ctx, lambda: self._stopping).handle)]
 
     async def calibrate(self) -> None:
         """Time one steady-state window of the default geometry: the admission's cost reference."""
@@ -153,29 +156,48 @@ class AsrServer:
         return json_response(200 if ok else 401, {"ok": ok, "token_required": bool(self.settings.token)})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
-        """The WebSocket endpoint of protocol v1: guards, limits, then one WsConnection."""
+        return await self._websocket(request, handshake.v1)
+
+    async def _deepgram(self, request: web.Request) -> web.StreamResponse:
+        return await self._websocket(request, handshake.deepgram)
+
+    async def _vosk(self, request: web.Request) -> web.StreamResponse:
+        return await self._websocket(request, handshake.vosk)
+
+    async def _root(self, request: web.Request) -> web.StreamResponse:
+        """`/`: the captioning page, or (with --vosk-root) a vosk client's WebSocket."""
+        if self.settings.vosk_root and request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._vosk(request)
+        return await page(request)
+
+    async def _websocket(self, request: web.Request, shake: handshake.Shake) -> web.StreamResponse:
+        """Every WebSocket protocol: its handshake, the Origin guard, limits, then one WsConnection."""
         s = self.settings
-        authorized = token_ok(request, s.token)
-        if not authorized:
-            log.info("handshake refused: bad or missing token from %s", request.remote)
-            return error_response(401, "unauthorized", "missing or wrong token", {"WWW-Authenticate": "Bearer"})
-        if not (s.token and authorized) and not origin_ok(request, s.allowed_origins):
+        hs = shake(request, self.ctx)
+        if hs.refusal is not None or hs.codec is None:
+            return hs.refusal or error_response(500, "internal_error", "no codec")
+        if not hs.authorized and not origin_ok(request, s.allowed_origins):
             log.info("handshake refused: origin %r not allowed", request.headers.get("Origin", "")[:200])
             return error_response(403, "forbidden_origin", "this Origin may not open sessions here "
                                                            "(see --allowed-origins)")
+        codec = hs.codec
         ws = web.WebSocketResponse(autoping=False, max_msg_size=4 * s.max_message_bytes, compress=False,
-                                   decode_text=False, timeout=s.close_timeout_s, writer_limit=1 << 16)
+                                   decode_text=False, timeout=s.close_timeout_s, writer_limit=1 << 16,
+                                   protocols=hs.protocols)
         if not ws.can_prepare(request).ok:
-            return error_response(426, "upgrade_required", f"{STREAM_PATH} is a WebSocket endpoint",
+            return error_response(426, "upgrade_required", f"{request.path[:100]} is a WebSocket endpoint",
                                   {"Upgrade": "websocket"})
+        ws.headers.update(hs.headers)
         await ws.prepare(request)
         refusal = self._refusal()
         if refusal is not None:
             code, message, close = refusal
-            await ws.send_str(ProtocolV1(s.max_message_bytes).render_error(code, message))
-            await ws.close(code=close, message=code.encode())
+            for text in codec.render_error(code, message):
+                await ws.send_str(text)
+            close, reason = codec.close_frame(close, code)
+            await ws.close(code=close, message=reason.encode())
             return ws
-        conn = WsConnection(self.ctx, ws, request, ProtocolV1(s.max_message_bytes))
+        conn = WsConnection(self.ctx, ws, request, codec)
         self.connections.add(conn)
         try:
             await conn.run()

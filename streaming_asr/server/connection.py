@@ -23,9 +23,8 @@ from aiohttp import WSMsgType, web
 
 from .driver import SessionDriver
 from .peer import Peer
-from .protocol_v1 import ProtocolV1
 from .wire import (CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_START_TIMEOUT,
-                   Audio, DriverError, Failure, Finalize, Invalid, Outgoing, Reply, Start, Stop, Command)
+                   Answer, Audio, Codec, Command, DriverError, Failure, Finalize, Invalid, Outgoing, Reply, Start, Stop)
 
 if TYPE_CHECKING:
     from .app import ServerContext
@@ -39,10 +38,11 @@ class WsConnection:
     """Reader loop, deadline-bounded sends and the one conclusion of a connection."""
 
     def __init__(self, ctx: "ServerContext", ws: web.WebSocketResponse, request: web.Request,
-                 codec: ProtocolV1, protocol: str = "v1") -> None:
+                 codec: Codec) -> None:
         self.ctx, self.ws, self.request, self.codec = ctx, ws, request, codec
         self.settings = ctx.settings
-        self.driver = SessionDriver(ctx, self.deliver, protocol)
+        self.idle_timeout_s = codec.idle_timeout_s or ctx.settings.idle_timeout_s
+        self.driver = SessionDriver(ctx, self.deliver, codec.name)
         self.loop = asyncio.get_running_loop()
         self.opened = self.last_in = self.last_pong = self.loop.time()
         self.errors = 0
@@ -136,7 +136,7 @@ class WsConnection:
 
     # ---------------------------------------------------------------- reader
     def _deadline(self) -> tuple[float, str]:
-        idle = min(self.last_in, self.last_pong) + self.settings.idle_timeout_s
+        idle = min(self.last_in, self.last_pong) + self.idle_timeout_s
         if self.driver.started:
             return idle, "idle"
         start = self.opened + self.settings.start_timeout_s
@@ -151,6 +151,9 @@ class WsConnection:
     async def _read_loop(self) -> None:
         pinger = self.loop.create_task(self._ping_loop())
         try:
+            for cmd in self.codec.opening():  # a session the URL opens (Deepgram's query string)
+                if await self._execute(cmd):
+                    return
             while True:
                 deadline, kind = self._deadline()
                 wait = deadline - self.loop.time()
@@ -183,7 +186,7 @@ class WsConnection:
             pinger.cancel()
 
     async def _ping_loop(self) -> None:
-        interval = max(0.2, min(self.settings.ping_interval_s, self.settings.idle_timeout_s / 4))
+        interval = max(0.2, min(self.settings.ping_interval_s, self.idle_timeout_s / 4))
         while not self.peer.dead:
             await asyncio.sleep(interval)
             await self.peer.send(lambda: self.ws.ping())
@@ -194,7 +197,7 @@ class WsConnection:
             return await self._conclude("no_start", lambda: [Failure(
                 "start_timeout", f"no valid 'start' within {s:g} s", True, CLOSE_START_TIMEOUT)],
                 CLOSE_START_TIMEOUT, "start timeout")
-        idle = self.settings.idle_timeout_s
+        idle = self.idle_timeout_s
         reading = self.last_pong >= self.last_in
         what = "sent nothing" if reading else "answered no ping (is it reading?)"
         if not reading:  # a client that does not read will not answer a close handshake either
@@ -216,16 +219,20 @@ class WsConnection:
             elif isinstance(cmd, Finalize):
                 d.finalize()
             elif isinstance(cmd, Stop):
-                if not d.started:
+                if not d.started and cmd.require_start:
                     raise DriverError("not_started", "'stop' before 'start'")
                 await self._conclude("stop", lambda: [d.closed_event()], CLOSE_NORMAL, "stop")
                 return True
+            elif isinstance(cmd, Answer):
+                await d.wait_caught_up()
+                for text in self.codec.answer():
+                    await self.peer.send_text(text)
             elif isinstance(cmd, Reply):
                 await self.peer.send_text(cmd.text)
             elif isinstance(cmd, Invalid):
-                raise DriverError(cmd.code, cmd.message)
+                raise DriverError(cmd.code, cmd.message, fatal=cmd.fatal)
         except DriverError as err:
-            if err.fatal:
+            if err.fatal or self.codec.errors_fatal:
                 fatal = Failure(err.code, err.message, True, err.close_code)
                 await self._conclude(d.ended or "error", lambda: [fatal], err.close_code, err.code)
                 return True
@@ -256,12 +263,14 @@ class WsConnection:
             else:
                 for event in last():
                     await self.deliver(event)
-            await self.peer.close(close_code, close_reason)
+            await self.peer.close(*self.codec.close_frame(close_code, close_reason))
         finally:
             self._concluded.set()
 
     # ----------------------------------------------------------------- sends
     async def deliver(self, event: Outgoing) -> None:
         """Render and send one event; a gone or stuck peer makes this a no-op (the driver logs finals)."""
-        if self.peer.dead is None:
-            await self.peer.send_text(self.codec.render(event))
+        for text in self.codec.render(event):
+            if self.peer.dead is not None:
+                return
+            await self.peer.send_text(text)

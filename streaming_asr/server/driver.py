@@ -54,6 +54,7 @@ class SessionDriver:
         self._progress = asyncio.Event()  # the backlog shrank
         self._done = asyncio.Event()  # the last final is out (or the session never started)
         self._pump: asyncio.Task[None] | None = None
+        self._busy = False  # a window is being computed or its events sent
         self.on_failure: Callable[[], None] | None = None  # the connection closes itself (1011)
 
     def log(self, level: int, event: str, **kv: Any) -> None:
@@ -176,6 +177,13 @@ class SessionDriver:
             self._progress.clear()
             await self._progress.wait()
 
+    async def wait_caught_up(self) -> None:
+        """Until every window the audio received so far allows is computed and its events are sent."""
+        while (self.session is not None and not self._done.is_set()
+               and (self._inbox or self._busy or self.session.next_window_ready(1))):
+            self._progress.clear()
+            await self._progress.wait()
+
     async def wait_done(self) -> None:
         """Until the last final is out (at once for a session that never started)."""
         if self.session is None:
@@ -264,13 +272,15 @@ class SessionDriver:
                     continue
                 await self._work.wait()
                 continue
+            self._busy = True
             output = await batcher.infer(win.model_input)
             if heavy:
                 await loop.run_in_executor(self.ctx.cpu_pool, session.accept, win, output)
             else:
                 session.accept(win, output)
-            self._progress.set()
             await self._flush_events()
+            self._busy = False
+            self._progress.set()
         await self._flush_events()
 
     async def _flush_events(self) -> None:

@@ -25,8 +25,21 @@ TYPES = "start, finalize, stop or ping"
 class ProtocolV1:
     """One connection's codec for protocol v1 (stateless apart from its size limit)."""
 
+    name = "v1"
+    idle_timeout_s: float | None = None
+    errors_fatal = False
+
     def __init__(self, max_message_bytes: int) -> None:
         self.max_message_bytes = max_message_bytes
+
+    def opening(self) -> list[Command]:
+        return []  # the client's `start` opens the session
+
+    def answer(self) -> list[str]:
+        return []
+
+    def close_frame(self, code: int, reason: str) -> tuple[int, str]:
+        return code, reason
 
     # ------------------------------------------------------------------ in
     def on_binary(self, data: bytes) -> list[Command]:
@@ -57,19 +70,19 @@ class ProtocolV1:
         return [Invalid("unknown_type", f"unknown message type {kind[:40]!r}; expected {TYPES}")]
 
     # ----------------------------------------------------------------- out
-    def render(self, event: Outgoing) -> str:
+    def render(self, event: Outgoing) -> list[str]:
         if isinstance(event, (Partial, Final)):
-            return json.dumps(event.to_dict())
+            return [json.dumps(event.to_dict())]
         if isinstance(event, Ready):
-            return json.dumps({"type": "ready", "protocol": PROTOCOL_VERSION, "session_id": event.session_id,
-                               **event.fields})
+            return [json.dumps({"type": "ready", "protocol": PROTOCOL_VERSION, "session_id": event.session_id,
+                                **event.fields})]
         if isinstance(event, Closed):
-            return json.dumps({"type": "closed", "reason": event.reason, "audio_s": event.audio_s,
-                               "segments": event.segments})
+            return [json.dumps({"type": "closed", "reason": event.reason, "audio_s": event.audio_s,
+                                "segments": event.segments})]
         assert isinstance(event, Failure)
-        return json.dumps({"type": "error", "code": event.code, "message": event.message, "fatal": event.fatal})
+        return [json.dumps({"type": "error", "code": event.code, "message": event.message, "fatal": event.fatal})]
 
-    def render_error(self, code: str, message: str) -> str:
+    def render_error(self, code: str, message: str) -> list[str]:
         """A fatal error before any session exists (server_full, shutting_down)."""
         return self.render(Failure(code, message, True))
 

@@ -38,6 +38,12 @@ class ServerSettings:
     engine: StreamConfig = SERVE_DEFAULT
     limits: StreamLimits = field(default_factory=StreamLimits)
     phrase_boost: float | None = None  # None: the phrase module's default
+    model_language: str = "en"  # what the model transcribes: compatibility requests for others are refused
+    vosk_sample_rate: int = 8000  # vosk-server's default, for clients that send no config
+    vosk_root: bool = False  # also serve the vosk protocol at / (vosk clients connect to ws://host:2700)
+    max_upload_mb: float = 25.0  # POST /v1/audio/transcriptions: largest file, MiB (OpenAI's limit is 25 MB)
+    max_upload_s: float = 3600.0  # longest decoded audio of one upload, seconds (bounds memory: ~230 MB/h)
+    max_uploads: int = 2  # uploads transcribed at once; more get 429 (0: the endpoint is off)
 
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
@@ -72,8 +78,21 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-load", type=float, default=d.max_load,
                    help="admission: fraction of model-worker time that sessions may take; 0 turns the "
                         "capacity check off (%(default)s)")
+    p.add_argument("--model-language", default=d.model_language,
+                   help="language the model transcribes; Deepgram/OpenAI requests for another are refused "
+                        "(%(default)s)")
+    p.add_argument("--vosk-sample-rate", type=int, default=d.vosk_sample_rate,
+                   help="sample rate of vosk clients that send no config (%(default)s)")
+    p.add_argument("--vosk-root", action="store_true",
+                   help="also accept vosk WebSocket clients at / (the page is still served to browsers)")
     p.add_argument("--max-session-cost", type=float, default=d.max_session_cost,
                    help="refuse a session geometry costing more than this x the default's (%(default)s)")
+    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb,
+                   help="largest file for POST /v1/audio/transcriptions, in MiB (%(default)s)")
+    p.add_argument("--max-upload-s", type=float, default=d.max_upload_s,
+                   help="longest audio of one upload, in seconds (%(default)s)")
+    p.add_argument("--max-uploads", type=int, default=d.max_uploads,
+                   help="uploads transcribed at once, more get 429; 0 turns the endpoint off (%(default)s)")
 
 
 def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: WorkerPlan) -> ServerSettings:
@@ -84,4 +103,6 @@ def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: Wor
         start_timeout_s=args.start_timeout, idle_timeout_s=args.idle_timeout, send_timeout_s=args.send_timeout,
         close_timeout_s=args.close_timeout, max_session_s=args.max_session, max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, model_workers=plan.workers, model_threads=plan.threads,
-        max_load=args.max_load, max_session_cost=args.max_session_cost, engine=config)
+        max_load=args.max_load, max_session_cost=args.max_session_cost, engine=config,
+        model_language=args.model_language, vosk_sample_rate=args.vosk_sample_rate, vosk_root=args.vosk_root,
+        max_upload_mb=args.max_upload_mb, max_upload_s=args.max_upload_s, max_uploads=args.max_uploads)

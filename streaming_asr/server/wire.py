@@ -8,7 +8,7 @@ other's format: protocol v1, and the compatibility protocols to come, each need 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 from ..audio import PcmFormat
 from ..events import Final, Partial
@@ -48,6 +48,8 @@ class Finalize:
 class Stop:
     """End of audio: last final, then the codec's closing message."""
 
+    require_start: bool = True  # False: a session that never started just closes (Deepgram's CloseStream)
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -57,14 +59,21 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """Reply now with the codec's `answer()`, once the driver has computed all audio received so far
+    (vosk's one-reply-per-audio-message lockstep)."""
+
+
+@dataclass(frozen=True)
 class Invalid:
     """A message the codec could not accept: a non-fatal error with a documented code."""
 
     code: str
     message: str
+    fatal: bool = False  # the connection cannot go on (close 1008)
 
 
-Command = Union[Start, Audio, Finalize, Stop, Reply, Invalid]
+Command = Union[Start, Audio, Finalize, Stop, Reply, Answer, Invalid]
 
 
 # ------------------------------------------------------------------- driver -> client
@@ -96,6 +105,28 @@ class Failure:
 
 
 Outgoing = Union[Ready, Partial, Final, Closed, Failure]
+
+class Codec(Protocol):
+    """One wire protocol, sans-I/O: client messages -> Commands, Outgoing events -> messages.
+
+    The connection shell runs any codec the same way: `opening()` once the handshake is done (a
+    protocol whose session is opened by the URL returns its Start here), `on_text`/`on_binary` per
+    message, `render` per driver event (a codec may return nothing and keep state, or several
+    messages), `answer` for an Answer command, and `close_frame` to word a close its own way.
+    """
+
+    name: str
+    idle_timeout_s: float | None  # None: the server's --idle-timeout
+    errors_fatal: bool  # every refused message ends the connection (protocols with no error message)
+
+    def opening(self) -> list[Command]: ...
+    def on_text(self, data: bytes | str) -> list[Command]: ...
+    def on_binary(self, data: bytes) -> list[Command]: ...
+    def render(self, event: Outgoing) -> list[str]: ...
+    def render_error(self, code: str, message: str) -> list[str]: ...
+    def answer(self) -> list[str]: ...
+    def close_frame(self, code: int, reason: str) -> tuple[int, str]: ...
+
 
 # WebSocket close codes (docs/protocol.md)
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1000, 1001, 1008, 1011, 1013
