@@ -7,9 +7,10 @@ new requests queue up and form the next batch, so under load batches fill by the
 worker is idle the scheduler waits at most `max_wait_s` for company before running.
 
 Two priorities: live windows, and `background` ones (file uploads), which are taken only while no
-live window waits. A computing batch is not interrupted, so with one worker a live window may wait
-for one background batch; with several, background batches use all but one worker, keeping one
-free for live windows.
+live window waits, one batch at a time, on a lane of their own: one extra thread at the lowest CPU
+priority (nice 19, Linux), so every live worker stays free for live windows and the OS gives a
+background forward only the CPU that live forwards leave (a forward cannot be interrupted; this
+makes it yield instead).
 
 Several workers with fewer torch threads each beat one worker with all threads for small windows
 on CPU (bench/kernels.py measures it); `thread_init` runs in each worker thread before its first
@@ -20,10 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 from .model import ModelInput, ModelOutput, batch_key
@@ -68,9 +72,10 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="asr-model",
                                             initializer=thread_init)
+        self._background_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-model-bg",
+                                                       initializer=partial(_background_init, thread_init))
         self._slots: asyncio.Semaphore | None = None
-        self._background_slots = max(1, self.workers - 1)  # workers background batches may hold at once
-        self._background_busy = 0
+        self._background_busy = False
         self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -109,6 +114,7 @@ class Batcher:
                 req.future.set_exception(RuntimeError("batcher closed"))
         self._pending.clear()
         self._executor.shutdown(wait=True)
+        self._background_executor.shutdown(wait=False, cancel_futures=True)  # an upload's window: not waited for
 
     async def infer(self, item: ModelInput, background: bool = False) -> ModelOutput:
         """The model's output for one window's input (see model.CtcModel.__call__).
@@ -125,19 +131,26 @@ class Batcher:
 
     async def _run(self) -> None:
         self._slots = asyncio.Semaphore(self.workers)
+        loop = asyncio.get_running_loop()
         while True:
-            if not self._takeable():
+            if any(not r.background for r in self._pending):
+                await self._slots.acquire()
+                if len(self._pending) < self.max_batch and self.max_wait_s:
+                    await asyncio.sleep(self.max_wait_s)
+                batch = self._take_batch(background=False)
+                if not batch:
+                    self._slots.release()
+                    continue
+            elif self._pending and not self._background_busy:
+                batch = self._take_batch(background=True)
+                self._background_busy = bool(batch)
+                if not batch:
+                    continue
+            else:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            await self._slots.acquire()
-            if len(self._pending) < self.max_batch and self.max_wait_s:
-                await asyncio.sleep(self.max_wait_s)
-            batch = self._take_batch()
-            if not batch:
-                self._slots.release()
-                continue
-            task = asyncio.get_running_loop().create_task(self._compute(batch))
+            task = loop.create_task(self._compute(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -147,9 +160,11 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         self._delays.extend((now, now - r.queued) for r in batch if not r.background)
+        background = batch[0].background
         t0 = time.perf_counter()
         try:
-            outs = await loop.run_in_executor(self._executor, self.forward, [r.item for r in batch])
+            executor = self._background_executor if background else self._executor
+            outs = await loop.run_in_executor(executor, self.forward, [r.item for r in batch])
         except Exception as exc:  # noqa: BLE001 - every waiter must hear about it
             log.exception("model forward failed for a batch of %d", len(batch))
             for r in batch:
@@ -157,10 +172,11 @@ class Batcher:
                     r.future.set_exception(exc)
             return
         finally:
-            self._slots.release()
-            if batch[0].background:
-                self._background_busy -= 1
+            if background:
+                self._background_busy = False
                 self._wakeup.set()  # a waiting background batch may go now
+            else:
+                self._slots.release()
         self.stats.batches += 1
         self.stats.windows += len(batch)
         self.stats.compute_s += time.perf_counter() - t0
@@ -168,24 +184,27 @@ class Batcher:
             if not r.future.done():
                 r.future.set_result(out)
 
-    def _take_batch(self) -> list[_Request]:
-        """Up to max_batch requests of the oldest request's window length (FIFO within a length);
-        live requests first: the oldest background one leads only when no live request waits."""
+    def _take_batch(self, background: bool) -> list[_Request]:
+        """Up to max_batch requests of one priority with the oldest such request's window length
+        (FIFO within a length)."""
         self._pending = [r for r in self._pending if not r.future.cancelled()]
-        if not self._pending:
+        lead = next((r for r in self._pending if r.background == background), None)
+        if lead is None:
             return []
-        background = all(r.background for r in self._pending)
-        if background and self._background_busy >= self._background_slots:
-            return []
-        key = batch_key(next(r for r in self._pending if r.background == background).item)
+        key = batch_key(lead.item)
         batch, rest = [], []
         for r in self._pending:
             take = r.background == background and batch_key(r.item) == key and len(batch) < self.max_batch
             (batch if take else rest).append(r)
         self._pending = rest
-        self._background_busy += background
         return batch
 
-    def _takeable(self) -> bool:
-        """A batch could start now: a live request waits, or a background one and a worker it may use."""
-        return any(not r.background or self._background_busy < self._background_slots for r in self._pending)
+
+def _background_init(thread_init: Callable[[], None] | None) -> None:
+    """The background lane's thread: the model's thread setup, then the lowest CPU priority."""
+    if thread_init is not None:
+        thread_init()
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: this thread only
+    except (AttributeError, OSError):  # not Linux / not permitted: background still yields in the queue
+        log.debug("background model thread keeps its CPU priority")

@@ -27,7 +27,6 @@ import soundfile as sf
 
 from helpers import ServerHandle, standin_model, start_server_thread, tiny_model, tts_dev_rows
 from streaming_asr.audio import read_audio
-from streaming_asr.batcher import Batcher
 from streaming_asr.config import SERVE_DEFAULT
 from streaming_asr.model.runtime import WorkerPlan
 from streaming_asr.offline import transcribe_offline
@@ -103,6 +102,25 @@ def test_json_is_the_default_and_equals_the_cli_transcript(server: ServerHandle,
     assert r.text == expected and expected
     assert r.usage.type == "duration" and r.usage.seconds == 71
     assert transcribe(server, data, response_format="json").text == expected
+
+
+def test_shorter_upload_windows_are_the_offline_run_with_that_window(long_wav: tuple[bytes, str],
+                                                                    tmp_path: Path) -> None:
+    from streaming_asr.offline import OfflineRun
+
+    handle = start_server_thread("tiny", upload_window_s=4.0)
+    try:
+        text = client(handle).audio.transcriptions.create(file=("a.wav", long_wav[0]), model="m").text
+    finally:
+        handle.stop()
+    model = tiny_model()
+    (tmp_path / "a.wav").write_bytes(long_wav[0])
+    run = OfflineRun(model.info, read_audio(tmp_path / "a.wav", 16000)[0], window_s=4.0)
+    windows = 0
+    while (win := run.next_window()) is not None:
+        run.accept(win, model([win.model_input])[0])
+        windows += 1
+    assert text == run.transcript().text and windows > 10  # 4 s windows (the CLI's 20 s chunking: 4)
 
 
 def test_text(server: ServerHandle, long_wav: tuple[bytes, str]) -> None:
@@ -348,65 +366,6 @@ def test_an_upload_during_stop_ends_not_hangs(long_wav: tuple[bytes, str]) -> No
             assert upload.result(60).text == long_wav[1]
         except openai.APIStatusError as e:
             assert e.status_code == 503 and e.code == "shutting_down"
-
-
-# ---------------------------------------------------------------- priority
-async def test_batcher_takes_live_windows_before_background_ones() -> None:
-    """Windows are told apart by length; the worker is held busy while the queue fills."""
-    gate, batches = threading.Event(), []  # batches as the forward saw them
-
-    def forward(items: Any) -> list[Any]:
-        batches.append([len(x) for x in items])
-        assert gate.wait(30)
-        return [len(x) for x in items]
-
-    batcher = Batcher(forward, max_batch=8, max_wait_s=0, workers=1)
-    batcher.start()
-    try:
-        futures = [asyncio.ensure_future(batcher.infer(np.zeros(100, np.float32)))]
-        while not batches:
-            await asyncio.sleep(0.01)
-        futures += [asyncio.ensure_future(batcher.infer(np.zeros(n, np.float32), background=True))
-                    for n in (200, 300, 200)]
-        futures += [asyncio.ensure_future(batcher.infer(np.zeros(n, np.float32))) for n in (400, 500)]
-        while batcher.queue_depth < 5:
-            await asyncio.sleep(0.01)
-        gate.set()
-        assert await asyncio.gather(*futures) == [100, 200, 300, 200, 400, 500]
-    finally:
-        gate.set()
-        await batcher.close()
-    # live first (FIFO by length), then the background ones, batched by length
-    assert batches == [[100], [400], [500], [200, 200], [300]]
-
-
-async def test_background_batches_leave_one_worker_to_live_windows() -> None:
-    """With two workers, a second background batch waits while the first computes; a live one runs."""
-    gate, batches = threading.Event(), []
-
-    def forward(items: Any) -> list[Any]:
-        batches.append([len(x) for x in items])
-        if len(items[0]) == 200:
-            assert gate.wait(30)
-        return [len(x) for x in items]
-
-    batcher = Batcher(forward, max_batch=8, max_wait_s=0, workers=2)
-    batcher.start()
-    try:
-        first = asyncio.ensure_future(batcher.infer(np.zeros(200, np.float32), background=True))
-        while not batches:
-            await asyncio.sleep(0.01)
-        second = asyncio.ensure_future(batcher.infer(np.zeros(300, np.float32), background=True))
-        while not batcher.queue_depth:  # queued before the live window below
-            await asyncio.sleep(0.01)
-        assert await batcher.infer(np.zeros(400, np.float32)) == 400  # the free worker took the live window
-        assert batches == [[200], [400]] and batcher.queue_depth == 1  # and not the second background one
-        gate.set()
-        assert await asyncio.gather(first, second) == [200, 300]
-    finally:
-        gate.set()
-        await batcher.close()
-    assert batches == [[200], [400], [300]]
 
 
 # ---------------------------------------------------------------- recognition

@@ -44,6 +44,7 @@ class ServerSettings:
     max_upload_mb: float = 25.0  # POST /v1/audio/transcriptions: largest file, MiB (OpenAI's limit is 25 MB)
     max_upload_s: float = 3600.0  # longest decoded audio of one upload, seconds (bounds memory: ~230 MB/h)
     max_uploads: int = 2  # uploads transcribed at once; more get 429 (0: the endpoint is off)
+    upload_window_s: float = 20.0  # new audio per upload window: 20 s is the CLI's chunking (identical text)
 
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
@@ -91,6 +92,9 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
                    help="largest file for POST /v1/audio/transcriptions, in MiB (%(default)s)")
     p.add_argument("--max-upload-s", type=float, default=d.max_upload_s,
                    help="longest audio of one upload, in seconds (%(default)s)")
+    p.add_argument("--upload-window", type=_window, default=d.upload_window_s,
+                   help="seconds of new audio per upload window; 20 = the CLI's offline chunking (same text), "
+                        "shorter = less memory traffic next to live sessions (%(default)s)")
     p.add_argument("--max-uploads", type=int, default=d.max_uploads,
                    help="uploads transcribed at once, more get 429; 0 turns the endpoint off (%(default)s)")
 
@@ -105,4 +109,11 @@ def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: Wor
         max_wait_ms=args.max_wait_ms, model_workers=plan.workers, model_threads=plan.threads,
         max_load=args.max_load, max_session_cost=args.max_session_cost, engine=config,
         model_language=args.model_language, vosk_sample_rate=args.vosk_sample_rate, vosk_root=args.vosk_root,
-        max_upload_mb=args.max_upload_mb, max_upload_s=args.max_upload_s, max_uploads=args.max_uploads)
+        max_upload_mb=args.max_upload_mb, max_upload_s=args.max_upload_s, max_uploads=args.max_uploads, upload_window_s=args.upload_window)
+
+
+def _window(text: str) -> float:
+    value = float(text)
+    if not 1.0 <= value <= 60.0:
+        raise argparse.ArgumentTypeError("--upload-window must be between 1 and 60 seconds")
+    return value

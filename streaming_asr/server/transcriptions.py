@@ -125,7 +125,8 @@ class Transcriptions:
                 return await self.ctx.batcher.infer(item, background=True)
 
             transcript = await transcribe_offline_async(infer, self.ctx.info, decoded.audio,
-                                                        s.engine.endpoint_silence_s, self._offload)
+                                                        s.engine.endpoint_silence_s, self._offload,
+                                                        s.upload_window_s)
         finally:
             self.active -= 1
         log.info("upload from %s: %d bytes %s, %.1f s of audio, %d segment(s), response_format=%s, took %.2f s",
