@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import espeak_rows
+from test_fuzz import messages as v1_messages
 from test_server import pcm16, transcribe
 from streaming_asr.config import SERVE_DEFAULT
 
@@ -265,7 +266,8 @@ def test_livekit_plugin_streams_against_the_server(dg_server: Any) -> None:
     assert finals and " ".join(finals).strip()
 
 
-_fuzz = st.one_of(st.binary(max_size=100), st.text(max_size=100),
+_fuzz = st.one_of(v1_messages,  # the v1 fuzz cases, plus this protocol's own
+                  st.binary(max_size=100), st.text(max_size=100),
                   st.fixed_dictionaries({"type": st.sampled_from(["KeepAlive", "Finalize", "CloseStream", "x", 5])})
                   .map(json.dumps))
 

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from helpers import espeak_rows
 from streaming_asr.audio import read_audio
 from streaming_asr.config import SERVE_DEFAULT
+from test_fuzz import messages as v1_messages
 from test_server import transcribe
 
 NO_CATCHUP = replace(SERVE_DEFAULT, max_catchup_chunks=1)
@@ -165,7 +166,8 @@ def test_root_still_serves_the_page_with_vosk_root(vosk_server: Any) -> None:
         assert resp.status == 200 and b"<html" in resp.read().lower()
 
 
-_fuzz = st.one_of(st.binary(max_size=64), st.text(max_size=64), st.sampled_from(['{"eof" : 1}', '{"reset" : 1}']),
+_fuzz = st.one_of(v1_messages,  # the v1 fuzz cases, plus this protocol's own
+                  st.binary(max_size=64), st.text(max_size=64), st.sampled_from(['{"eof" : 1}', '{"reset" : 1}']),
                   st.fixed_dictionaries({}, optional={"sample_rate": st.integers(-5, 50000) | st.text(max_size=5),
                                                       "words": st.booleans() | st.integers(),
                                                       "phrase_list": st.lists(st.text(max_size=10), max_size=3)})
