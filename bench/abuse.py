@@ -103,7 +103,8 @@ class Bench:
 
     def server(self, name: str, extra: str, max_sessions: int = 32) -> ServerProc:
         t = time.monotonic()
-        extra = f"{self.args.serve_args} {extra}".strip()  # leading NAME=VALUE words: the server's environment
+        # leading NAME=VALUE words: the server's environment; no drain: SIGTERM rows measure the cut to finals
+        extra = f"{self.args.serve_args} {extra} --drain-timeout 0".strip()
         server = start_server(name, self.model_dir, extra, max_sessions, self.log_dir)
         print(f"  [{name}] server up in {time.monotonic() - t:.1f} s ({extra})", flush=True)
         return server

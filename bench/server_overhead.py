@@ -87,6 +87,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--build", action="append", required=True, metavar="LABEL=ENV", help="label=NAME=V ... (repeatable)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds per build (%(default)s)")
+    p.add_argument("--name", default="server-overhead", help="results file name in bench/results (%(default)s)")
     args = p.parse_args()
     builds = [b.split("=", 1) for b in args.build]
     rows: dict[str, list[dict[str, float]]] = {label: [] for label, _ in builds}
@@ -109,9 +110,8 @@ def main() -> int:
     md = (markdown_table(table, list(table[0])) + f"\n\n{CLIENTS} clients x {SECONDS:g} s of audio in "
           f"{FRAME_BYTES}-byte (20 ms) frames at {SPEED:g}x real time, stand-in model; server process CPU "
           "(model compute included, the same for both builds).\n")
-    write_results("server-overhead", {"bench": "server-overhead", "machine": machine_info(), "rows": rows,
-                                      "table": table})
-    (REPO / "bench" / "results" / "server-overhead.md").write_text(md)
+    write_results(args.name, {"bench": "server-overhead", "machine": machine_info(), "rows": rows, "table": table})
+    (REPO / "bench" / "results" / f"{args.name}.md").write_text(md)
     print(md)
     return 0
 

@@ -78,6 +78,8 @@ class Batcher:
         self._background_busy = False
         self._running: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        # (windows, seconds each waited, compute seconds, background) per forward, e.g. for metrics
+        self.observer: Callable[[int, list[float], float, bool], None] | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -177,9 +179,12 @@ class Batcher:
                 self._wakeup.set()  # a waiting background batch may go now
             else:
                 self._slots.release()
+        compute_s = time.perf_counter() - t0
         self.stats.batches += 1
         self.stats.windows += len(batch)
-        self.stats.compute_s += time.perf_counter() - t0
+        self.stats.compute_s += compute_s
+        if self.observer is not None:
+            self.observer(len(batch), [now - r.queued for r in batch], compute_s, background)
         for r, out in zip(batch, outs):
             if not r.future.done():
                 r.future.set_result(out)

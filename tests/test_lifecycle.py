@@ -190,7 +190,8 @@ async def test_sigterm_keeps_every_final_and_exits_with_stuck_clients(tmp_path: 
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "streaming_asr", "serve", "--model", str(STANDIN_MODEL),
-                                 "--port", "0", "--max-load", "0", "--close-timeout", "2", "--idle-timeout", "60"],
+                                 "--port", "0", "--max-load", "0", "--close-timeout", "2", "--idle-timeout", "60",
+                                 "--drain-timeout", "0"],
                                 stdout=subprocess.PIPE, stderr=log_file, text=True)
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]

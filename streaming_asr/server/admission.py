@@ -99,6 +99,14 @@ class Admission:
             self.refused += 1
         return fits
 
+    def has_room(self) -> bool:
+        """Room for one more default session (readiness: a balancer should send sessions elsewhere)."""
+        if not self.capacity or not self.window_cost_s:
+            return True
+        if self.max_queue_delay_s and self.queue_delay_p95() > self.max_queue_delay_s:
+            return False
+        return self.used + self._default_rate <= self.capacity + 1e-9
+
     def release(self, key: str) -> None:
         self._sessions.pop(key, None)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -24,6 +25,7 @@ from ..session import StreamingSession
 from .admission import Admission
 from . import handshake
 from .connection import WsConnection
+from .metrics import Metrics
 from .http import (MAX_LINE_BYTES, STREAM_PATH, add_routes, error_response, guard, install_log_filter, json_response,
                    origin_ok, page, token_ok)
 from .settings import ServerSettings
@@ -31,6 +33,8 @@ from .transcriptions import Transcriptions
 from .wire import CLOSE_GOING_AWAY, CLOSE_TRY_LATER
 
 log = logging.getLogger("streaming_asr.server")
+RETRY_AFTER_S = 5  # what a refused handshake or a failing readiness probe suggests
+REFUSALS = {400: "bad_request", 401: "unauthorized", 403: "forbidden_origin"}  # handshake statuses -> reason
 
 
 class ServerContext:
@@ -47,6 +51,7 @@ class ServerContext:
         self.batcher = Batcher(forward, settings.max_batch, settings.max_wait_ms / 1000, settings.model_workers, init)
         self.precision = str(getattr(forward, "precision", "fp32"))
         self.cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="asr-session")
+        self.metrics: Metrics | None = None  # set by the server
         self.admission = Admission(settings.engine, info.frame_seconds, settings.model_workers, settings.max_load,
                                    settings.max_session_cost, settings.max_queue_delay_s,
                                    self.batcher.queue_delay_p95)
@@ -62,12 +67,19 @@ class AsrServer:
 
     def __init__(self, forward: ForwardFn, info: ModelInfo, settings: ServerSettings) -> None:
         self.ctx = ServerContext(forward, info, settings)
+        self.metrics = self.ctx.metrics = Metrics(
+            info.name, self.ctx.precision, str(getattr(forward, "device", "cpu")),
+            active=lambda: sum(1 for c in self.connections if c.driver.started and not c.driver.ended),
+            capacity=lambda: float(self.ctx.admission.as_dict()["default_sessions"] or 0))
+        self.ctx.batcher.observer = self.metrics.on_batch
         self.info, self.settings = info, settings
         self.connections: set[WsConnection] = set()
         self.started = time.monotonic()
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._stopping = False
+        self._draining = False
+        self._drain_cut = asyncio.Event()
 
     @property
     def batcher(self) -> Batcher:
@@ -83,15 +95,26 @@ class AsrServer:
         self._runner = web.AppRunner(app, access_log=None, max_line_size=MAX_LINE_BYTES, max_field_size=16384,
                                      shutdown_timeout=self.settings.close_timeout_s)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port, ssl_context=self._tls())
         await self._site.start()
-        log.info("listening on ws://%s:%d%s model=%s", self.settings.host, self.port, STREAM_PATH, self.info.name)
+        scheme = "wss" if self.settings.tls_cert else "ws"
+        log.info("listening on %s://%s:%d%s model=%s", scheme, self.settings.host, self.port, STREAM_PATH,
+                 self.info.name)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        """--tls-cert/--tls-key: TLS on the same port (a bad file fails at start-up, not per client)."""
+        if not self.settings.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+        return context
 
     def _routes(self) -> list[tuple[str, str, Any]]:
         return [("GET", STREAM_PATH, self._stream), ("GET", "/v1/listen", self._deepgram), ("GET", "/vosk", self._vosk),
-                ("GET", "/health", self._health), ("GET", "/v1/auth", self._auth),
+                ("GET", "/health", self._health), ("GET", "/health/live", self._live),
+                ("GET", "/health/ready", self._ready), ("GET", "/metrics", self._metrics), ("GET", "/v1/auth", self._auth),
                 ("GET", "/", self._root), ("GET", "/{name}", page),
-                ("POST", "/v1/audio/transcriptions", Transcriptions(self.ctx, lambda: self._stopping).handle)]
+                ("POST", "/v1/audio/transcriptions", Transcriptions(self.ctx, lambda: self._stopping or self._draining).handle)]
 
     async def calibrate(self) -> None:
         """Time one steady-state window of the default geometry: the admission's cost reference."""
@@ -118,6 +141,31 @@ class AsrServer:
         assert self._site is not None and self._site._server is not None
         return self._site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
+    @property
+    def draining(self) -> bool:
+        return self._draining or self._stopping
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """SIGTERM: fail readiness and refuse new sessions with HTTP 503 at once, let open sessions go
+        on for up to `timeout` (--drain-timeout) or until `cut_drain()`, then stop (finals, 1001)."""
+        self._draining = True
+        timeout = self.settings.drain_timeout_s if timeout is None else timeout
+        log.info("draining: %d open session(s), up to %.0f s", len(self.connections), timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.connections and not self._drain_cut.is_set():
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._drain_cut.wait(), min(0.1, left))
+            except asyncio.TimeoutError:
+                pass
+        await self.stop()
+
+    def cut_drain(self) -> None:
+        """A second SIGINT: stop waiting for open sessions; their finals are cut now."""
+        self._drain_cut.set()
+
     async def stop(self, timeout: float = 30.0) -> None:
         """Graceful: refuse new sessions, give open ones their last final, close them with 1001."""
         if self._stopping:
@@ -139,7 +187,7 @@ class AsrServer:
 
     def status(self) -> dict[str, Any]:
         started = sum(1 for c in self.connections if c.driver.started)
-        return {"status": "stopping" if self._stopping else "ok", "protocol": PROTOCOL_VERSION,
+        return {"status": "stopping" if self._stopping else "draining" if self._draining else "ok", "protocol": PROTOCOL_VERSION,
                 "version": __version__, "model": self.info.name, "sessions": started,
                 "connections": len(self.connections), "max_sessions": self.settings.max_sessions,
                 "unstarted": len(self.connections) - started, "max_unstarted": self.settings.max_unstarted,
@@ -150,6 +198,29 @@ class AsrServer:
     # ---------------------------------------------------------------- HTTP
     async def _health(self, request: web.Request) -> web.Response:
         return json_response(200, self.status())
+
+    async def _live(self, request: web.Request) -> web.Response:
+        """Liveness: the process serves HTTP (a probe that restarts it on failure)."""
+        return json_response(200, {"status": "live"})
+
+    async def _ready(self, request: web.Request) -> web.Response:
+        """Readiness: 200 while new sessions are welcome; 503 with the reason while draining or full."""
+        s = self.settings
+        reason = None
+        if self.draining:
+            reason = "draining"
+        elif len(self.connections) >= s.max_sessions or not self.ctx.admission.has_room():
+            reason = "full"
+        if reason:
+            return json_response(503, {"ready": False, "reason": reason}, {"Retry-After": str(RETRY_AFTER_S)})
+        return json_response(200, {"ready": True})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """Prometheus text exposition; `--metrics-token` guards it when set (like /health, open otherwise)."""
+        expected = self.settings.metrics_token
+        if expected and not token_ok(request, expected):
+            return error_response(401, "unauthorized", "missing or wrong metrics token", {"WWW-Authenticate": "Bearer"})
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
 
     async def _auth(self, request: web.Request) -> web.Response:
         ok = token_ok(request, self.settings.token)
@@ -173,10 +244,16 @@ class AsrServer:
     async def _websocket(self, request: web.Request, shake: handshake.Shake) -> web.StreamResponse:
         """Every WebSocket protocol: its handshake, the Origin guard, limits, then one WsConnection."""
         s = self.settings
+        if self.draining:  # before the upgrade, so a balancer can retry another replica
+            self.metrics.refused.labels("draining").inc()
+            return error_response(503, "shutting_down", "this server is draining; connect again (another replica)",
+                                  {"Retry-After": str(RETRY_AFTER_S)})
         hs = shake(request, self.ctx)
         if hs.refusal is not None or hs.codec is None:
+            self.metrics.refused.labels(REFUSALS.get(hs.refusal.status if hs.refusal else 500, "error")).inc()
             return hs.refusal or error_response(500, "internal_error", "no codec")
         if not hs.authorized and not origin_ok(request, s.allowed_origins):
+            self.metrics.refused.labels("forbidden_origin").inc()
             log.info("handshake refused: origin %r not allowed", request.headers.get("Origin", "")[:200])
             return error_response(403, "forbidden_origin", "this Origin may not open sessions here "
                                                            "(see --allowed-origins)")
@@ -192,6 +269,7 @@ class AsrServer:
         refusal = self._refusal()
         if refusal is not None:
             code, message, close = refusal
+            self.metrics.refused.labels(code).inc()
             for text in codec.render_error(code, message):
                 await ws.send_str(text)
             close, reason = codec.close_frame(close, code)

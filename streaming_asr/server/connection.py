@@ -84,6 +84,9 @@ class WsConnection:
             if not self.peer.clean_close:
                 self.peer.abort()
             d.release()
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.sessions.labels(d.ended if d.started else "no_start", d.protocol).inc()
+                self.ctx.metrics.audio.inc(d.audio_s)
             d.log(logging.INFO, "close", reason=d.ended if d.started else "no_start", audio_s=round(d.audio_s, 2),
                   finals=d.finals, **({"peer": self.peer.dead} if self.peer.dead else {}))
             d.drop()
@@ -232,6 +235,10 @@ class WsConnection:
             elif isinstance(cmd, Invalid):
                 raise DriverError(cmd.code, cmd.message, fatal=cmd.fatal)
         except DriverError as err:
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.errors.labels(err.code).inc()
+                if err.code == "server_full":
+                    self.ctx.metrics.refused.labels("capacity").inc()
             if err.fatal or self.codec.errors_fatal:
                 fatal = Failure(err.code, err.message, True, err.close_code)
                 await self._conclude(d.ended or "error", lambda: [fatal], err.close_code, err.code)

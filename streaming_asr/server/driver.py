@@ -55,6 +55,8 @@ class SessionDriver:
         self._done = asyncio.Event()  # the last final is out (or the session never started)
         self._pump: asyncio.Task[None] | None = None
         self._busy = False  # a window is being computed or its events sent
+        self._arrivals: deque[tuple[float, float]] = deque(maxlen=512)  # (audio s received so far, loop time)
+        self._received_s = 0.0
         self.on_failure: Callable[[], None] | None = None  # the connection closes itself (1011)
 
     def log(self, level: int, event: str, **kv: Any) -> None:
@@ -137,6 +139,8 @@ class SessionDriver:
         except AudioFormatError as exc:
             raise DriverError(exc.code, str(exc)) from None
         self._queue("audio", samples)
+        self._received_s += samples.size / self.ctx.info.sample_rate
+        self._arrivals.append((self._received_s, asyncio.get_running_loop().time()))
         if self.audio.seconds >= self.settings.max_session_s:
             self.finish("max_session")
             raise DriverError("max_session", f"session reached the {self.settings.max_session_s:g} s limit",
@@ -292,7 +296,17 @@ class SessionDriver:
                          end=round(ev.end, 2), words=len(ev.words), text=ev.text)
             elif isinstance(ev, Partial) and self.ended in ("disconnect", "slow_consumer"):
                 continue
+            self._observe_delay(ev)
             await self.send(ev)
+
+    def _observe_delay(self, ev: Partial | Final) -> None:
+        """Metrics: from receiving the audio up to the event's end to sending the event."""
+        metrics = self.ctx.metrics
+        if metrics is None or not self._arrivals:
+            return
+        received = next((t for s, t in self._arrivals if s >= ev.end - 1e-6), self._arrivals[-1][1])
+        delay = max(0.0, asyncio.get_running_loop().time() - received)
+        (metrics.partial_delay if isinstance(ev, Partial) else metrics.final_delay).observe(delay)
 
 
 async def _discard(event: Outgoing) -> None:

@@ -47,12 +47,23 @@ async def run_until_signal(forward: ForwardFn, info: ModelInfo, settings: Server
     server = AsrServer(forward, info, settings)
     await server.start()
     stop = asyncio.Event()
+    signals = [0]
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        signals[0] += 1
+        if signals[0] == 1:
+            stop.set()
+        else:  # a second signal: no more waiting for open sessions
+            log.info("second signal: cutting the drain short")
+            server.cut_drain()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"streaming-asr: listening on ws://{settings.host}:{server.port}{STREAM_PATH} "
-          f"(page: http://{settings.host}:{server.port}/)", flush=True)
+        loop.add_signal_handler(sig, on_signal)
+    ws, http = ("wss", "https") if settings.tls_cert else ("ws", "http")
+    print(f"streaming-asr: listening on {ws}://{settings.host}:{server.port}{STREAM_PATH} "
+          f"(page: {http}://{settings.host}:{server.port}/)", flush=True)
     await stop.wait()
-    log.info("signal received: shutting down gracefully")
-    await server.stop()
+    log.info("signal received: draining for up to %.0f s, then shutting down", settings.drain_timeout_s)
+    await server.drain()
     return 0

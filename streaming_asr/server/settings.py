@@ -17,6 +17,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 2700
     token: str | None = None
+    metrics_token: str | None = None  # required on GET /metrics when set
+    tls_cert: str | None = None  # PEM certificate (chain): serve https:// and wss:// directly
+    tls_key: str | None = None  # its private key (PEM; may be in the certificate file)
     allowed_origins: tuple[str, ...] = ()  # browser origins beyond the server's own and localhost ("*": any)
     max_sessions: int = 32  # hard cap on connections, started or not
     max_unstarted: int = 16  # connections that have not sent a valid start yet
@@ -25,6 +28,7 @@ class ServerSettings:
     idle_timeout_s: float = 60.0
     send_timeout_s: float = 10.0
     close_timeout_s: float = 5.0
+    drain_timeout_s: float = 30.0  # SIGTERM: open sessions may go on this long before their finals are cut
     ping_interval_s: float = 20.0  # WebSocket pings (at most idle/3): a client that reads answers them
     max_session_s: float = 4 * 3600.0
     max_backlog_s: float = 10.0  # unprocessed audio per session before the reader stops reading
@@ -53,6 +57,11 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=d.port, help="port, 0 = any free one (%(default)s)")
     p.add_argument("--token", default=os.environ.get("STREAMING_ASR_TOKEN"),
                    help="require this token (Bearer header or ?token=); default: $STREAMING_ASR_TOKEN")
+    p.add_argument("--metrics-token", default=os.environ.get("STREAMING_ASR_METRICS_TOKEN"),
+                   help="require this token on GET /metrics (default: open, like /health)")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate: serve https:// and wss:// (browsers allow "
+                                                    "the microphone only on https or localhost)")
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (default: in the certificate file)")
     p.add_argument("--allowed-origins", default="",
                    help="comma-separated browser origins allowed to open sessions, e.g. https://app.example.com "
                         "('*': any); the server's own origin and localhost are always allowed")
@@ -69,6 +78,9 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
                    help="close a client that reads nothing for this long while we have data for it (%(default)s s)")
     p.add_argument("--close-timeout", type=float, default=d.close_timeout_s,
                    help="longest wait on a peer during a close or shutdown (%(default)s s)")
+    p.add_argument("--drain-timeout", type=float, default=d.drain_timeout_s,
+                   help="on SIGTERM (or a first SIGINT), let open sessions go on this long while new ones are "
+                        "refused with 503; a second SIGINT cuts it short (%(default)s s)")
     p.add_argument("--max-session", type=float, default=d.max_session_s,
                    help="longest session in seconds of audio (%(default)s)")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="windows per batched forward (%(default)s)")
@@ -102,10 +114,11 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: WorkerPlan) -> ServerSettings:
     origins = tuple(o.strip().rstrip("/") for o in (args.allowed_origins or "").split(",") if o.strip())
     return ServerSettings(
-        host=args.host, port=args.port, token=args.token or None, allowed_origins=origins,
+        host=args.host, port=args.port, token=args.token or None, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        metrics_token=args.metrics_token or None, allowed_origins=origins,
         max_sessions=args.max_sessions, max_unstarted=args.max_unstarted, max_message_bytes=args.max_message_bytes,
         start_timeout_s=args.start_timeout, idle_timeout_s=args.idle_timeout, send_timeout_s=args.send_timeout,
-        close_timeout_s=args.close_timeout, max_session_s=args.max_session, max_batch=args.max_batch,
+        close_timeout_s=args.close_timeout, drain_timeout_s=args.drain_timeout, max_session_s=args.max_session, max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, model_workers=plan.workers, model_threads=plan.threads,
         max_load=args.max_load, max_session_cost=args.max_session_cost, engine=config,
         model_language=args.model_language, vosk_sample_rate=args.vosk_sample_rate, vosk_root=args.vosk_root,
