@@ -1,4 +1,5 @@
-"""`streaming-asr` command line: `transcribe` files (offline or streaming) and `serve` over WebSockets."""
+"""`streaming-asr` command line: `transcribe` files (offline or streaming), `serve` over WebSockets,
+`download` a model for offline hosts."""
 
 from __future__ import annotations
 
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(t)
     add_engine_args(t)
 
+    d = sub.add_parser("download", help="save a model (hub id or directory) as a directory for offline hosts")
+    d.add_argument("model", help="HF hub id, e.g. facebook/wav2vec2-base-960h")
+    d.add_argument("--to", required=True, metavar="DIR", help="where to save it (then: serve --model DIR)")
+
     s = sub.add_parser("serve", help="run the WebSocket server")
     from .server import add_server_args
 
@@ -100,12 +105,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    sources: dict[str, str] = {}
+    if "serve" in argv:
+        from .server.options import layer_defaults
+
+        serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+        sources = layer_defaults(serve, argv[argv.index("serve") + 1:])
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    if getattr(args, "log_format", "text") == "json":
+        from .logformat import use_json_logs
+
+        use_json_logs()
+    if sources:
+        from .server.options import describe
+
+        logging.getLogger("streaming_asr.server").info("event=config %s", describe(args, sources))
     for noisy in ("transformers", "huggingface_hub", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
+        if args.command == "download":
+            from .model.hub import download
+
+            print(f"streaming-asr: saved {args.model} to {download(args.model, args.to)} (serve --model DIR)")
+            return 0
         config = engine_config(args)
         if args.command == "transcribe":
             return _transcribe(args, config)

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .hub import load_from_hub
 from .info import DEFAULT_MODEL, ModelInfo, ModelLoadError, info_from, info_from_config
 from .inputs import ModelInput, ModelOutput, ReuseInput, batch_key
 from .precision import PrecisionError, apply_precision, resolve_precision, torch_dtype
@@ -72,8 +73,12 @@ class CtcModel:
             raise ModelLoadError(f"model directory {name!r} does not exist")
         path = str(Path(name).expanduser()) if local else name
         try:
-            processor = AutoProcessor.from_pretrained(path)
-            model = AutoModelForCTC.from_pretrained(path)
+            if local:
+                processor = AutoProcessor.from_pretrained(path)
+                model = AutoModelForCTC.from_pretrained(path)
+            else:  # the cache first, then one probe of the hub: fail in seconds when it is unreachable
+                processor = load_from_hub(name, AutoProcessor.from_pretrained)
+                model = load_from_hub(name, AutoModelForCTC.from_pretrained)
         except OSError as exc:
             if local:
                 raise ModelLoadError(f"cannot load model from directory {path!r}: {exc}") from exc

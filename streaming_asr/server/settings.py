@@ -53,6 +53,11 @@ class ServerSettings:
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
     d = ServerSettings()
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="options from a TOML file, keys as the options in snake case; precedence: "
+                        "flag > STREAMING_ASR_<OPTION> environment variable > file > default")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text: key=value lines; json: one object per event with the same keys (%(default)s)")
     p.add_argument("--host", default=d.host, help="address to listen on (%(default)s)")
     p.add_argument("--port", type=int, default=d.port, help="port, 0 = any free one (%(default)s)")
     p.add_argument("--token", default=os.environ.get("STREAMING_ASR_TOKEN"),
