@@ -94,6 +94,7 @@ class Final:
     reason: str
     words: tuple[Word, ...] = ()
     phrases: tuple[PhraseMatch, ...] = ()
+    audio_s: float | None = None  # on a session's last final: seconds of audio the server accepted
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def parse_event(message: Mapping[str, Any]) -> Event | None:
             str(message["reason"]),
             words,
             phrases,
+            float(message["audio_s"]) if "audio_s" in message else None,
         )
     if kind == "error":
         return Error(str(message.get("code", "")), str(message.get("message", "")), bool(message.get("fatal", False)))

@@ -118,3 +118,32 @@ def test_nginx_spreads_sessions_and_routes_around_a_draining_replica(balanced: t
         await asyncio.wrap_future(drained)
 
     asyncio.run(drain_phase())
+
+
+def test_a_replica_stopping_mid_stream_costs_a_session_boundary_not_audio(balanced: tuple[int, Any, Any]) -> None:
+    """8 s of audio through nginx with the client library's opt-in reconnect; the replica serving it
+    stops (SIGTERM with no drain left) part-way: its final says how much it accepted, the client
+    reconnects through nginx to the other replica and sends the rest."""
+    from clients.asr_client import AsrClient
+    from clients.reconnect import ReconnectingStream
+
+    listen, a, b = balanced
+    audio = (np.sin(np.arange(8 * 16000) / 5) * 8000).astype("<i2").tobytes()
+    stopped: list[Any] = []
+
+    async def chunks() -> Any:
+        for i in range(0, len(audio), 3200):  # 0.1 s chunks at 4x real time
+            if i == 3200 * 30 and not stopped:  # 3 s in: the serving replica goes away
+                serving = next(s for s in (a, b) if s.server.connections)
+                stopped.append(serving)
+                await asyncio.get_running_loop().run_in_executor(None, serving.stop)
+            yield audio[i:i + 3200]
+            await asyncio.sleep(0.025)
+
+    stream = ReconnectingStream(lambda: AsrClient(f"ws://127.0.0.1:{listen}/v1/stream"), backoff_s=0.1)
+    finals = asyncio.run(stream.run(chunks()))
+    assert stopped and len(stream.sessions) == 2  # one boundary
+    first, second = stream.sessions
+    assert first > 0 and abs(first + second - 8.0) < 0.05  # every second accepted exactly once
+    assert [f.start for f in finals] == sorted(f.start for f in finals)  # one clock across sessions
+    assert any(f.reason == "shutdown" for f in finals) and finals[-1].reason == "stop"

@@ -15,6 +15,7 @@ import json
 import logging
 import secrets
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import numpy as np
@@ -296,6 +297,9 @@ class SessionDriver:
                          end=round(ev.end, 2), words=len(ev.words), text=ev.text)
             elif isinstance(ev, Partial) and self.ended in ("disconnect", "slow_consumer"):
                 continue
+            if isinstance(ev, Final) and ev.reason == self.ended and not self._inbox:
+                # the session's last final says how much audio was accepted: a reconnecting client resends the rest
+                ev = replace(ev, extra={**ev.extra, "audio_s": self.audio_s})
             self._observe_delay(ev)
             await self.send(ev)
 

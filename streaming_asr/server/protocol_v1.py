@@ -71,6 +71,8 @@ class ProtocolV1:
 
     # ----------------------------------------------------------------- out
     def render(self, event: Outgoing) -> list[str]:
+        if isinstance(event, Final) and "audio_s" in event.extra:  # the session's last final
+            return [json.dumps({**event.to_dict(), "audio_s": event.extra["audio_s"]})]
         if isinstance(event, (Partial, Final)):
             return [json.dumps(event.to_dict())]
         if isinstance(event, Ready):
