@@ -77,3 +77,59 @@ def test_download_saves_a_directory_serve_can_load(tmp_path: Path) -> None:
 
     saved, original = CtcModel.load(str(out), device="cpu"), CtcModel.load(str(STANDIN_MODEL), device="cpu")
     assert saved.info.vocab == original.info.vocab and saved.info.blank_id == original.info.blank_id
+
+
+def test_the_port_opens_before_the_model_loads(tmp_path: Path) -> None:
+    """While the model loads (here: a hub probe the test holds), the port answers: live, readiness
+    `loading`, everything else 503; a load that fails still ends the process with the clear error."""
+    import http.server
+    import json
+    import threading
+    import time
+    import urllib.error
+    import urllib.request
+
+    release = threading.Event()
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802 - the http.server API
+            release.wait(60)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    hub_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=hub_server.serve_forever, daemon=True).start()
+    port = closed_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streaming_asr", "serve", "--model", "org/not-cached", "--port",
+                             str(port), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HOME": str(tmp_path / "hf"),
+                                 "HF_ENDPOINT": f"http://127.0.0.1:{hub_server.server_address[1]}"})
+
+    def status(path: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        for _ in range(600):  # until the placeholder listens
+            try:
+                ready = status("/health/ready")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stderr.read()  # type: ignore[union-attr]
+                time.sleep(0.05)
+        assert ready == (503, {"ready": False, "reason": "loading"})
+        assert status("/health/live")[0] == 200 and status("/v1/stream")[0] == 503
+        release.set()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        release.set()
+        if proc.poll() is None:
+            proc.kill()
+        hub_server.shutdown()
+    assert proc.returncode == 2 and "has no model 'org/not-cached'" in err

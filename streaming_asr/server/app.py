@@ -86,28 +86,32 @@ class AsrServer:
         return self.ctx.batcher
 
     # ----------------------------------------------------------- lifecycle
-    async def start(self) -> None:
+    async def start(self, port: int | None = None) -> None:
+        await self.prepare()
+        await self.listen(port)
+
+    async def prepare(self) -> None:
+        """Model threads up and warmed (calibration runs default windows): what readiness waits for."""
         self.batcher.start()
         await self.calibrate()
+
+    async def listen(self, port: int | None = None) -> None:
+        """Open the port (`port` overrides the settings': the one the loading placeholder held)."""
         app = web.Application(middlewares=[guard], client_max_size=self.settings.max_message_bytes)
         add_routes(app, self._routes())
         install_log_filter()
         self._runner = web.AppRunner(app, access_log=None, max_line_size=MAX_LINE_BYTES, max_field_size=16384,
                                      shutdown_timeout=self.settings.close_timeout_s)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port, ssl_context=self._tls())
+        self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port if port is None else port,
+                                 ssl_context=self._tls())
         await self._site.start()
         scheme = "wss" if self.settings.tls_cert else "ws"
         log.info("listening on %s://%s:%d%s model=%s", scheme, self.settings.host, self.port, STREAM_PATH,
                  self.info.name)
 
     def _tls(self) -> ssl.SSLContext | None:
-        """--tls-cert/--tls-key: TLS on the same port (a bad file fails at start-up, not per client)."""
-        if not self.settings.tls_cert:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
-        return context
+        return tls_context(self.settings.tls_cert, self.settings.tls_key)
 
     def _routes(self) -> list[tuple[str, str, Any]]:
         return [("GET", STREAM_PATH, self._stream), ("GET", "/v1/listen", self._deepgram), ("GET", "/vosk", self._vosk),
@@ -297,3 +301,12 @@ class AsrServer:
             return "server_full", f"too many connections ({unstarted}) have not sent 'start'; try again later", \
                 CLOSE_TRY_LATER
         return None
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """--tls-cert/--tls-key: TLS on the same port (a bad file fails at start-up, not per client)."""
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
