@@ -156,7 +156,7 @@ def _delay(sent: list[float], covered_s: float) -> float:
 
 
 # ------------------------------------------------------------------ measurements
-async def accuracy(port: int, rows: list[dict[str, Any]], name: str, run: Callable[..., Awaitable[str]]) -> list[str]:
+async def accuracy(port: int, rows: list[dict[str, Any]], run: Callable[..., Awaitable[str]]) -> list[str]:
     sem = asyncio.Semaphore(STREAMS)
 
     async def one(row: dict[str, Any]) -> str:
@@ -193,7 +193,7 @@ def measure_accuracy(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         texts = {}
         for name, run in (("v1", v1), ("deepgram", deepgram), ("vosk", vosk)):
             t0 = time.perf_counter()
-            texts[name] = asyncio.run(accuracy(port, rows, name, run))
+            texts[name] = asyncio.run(accuracy(port, rows, run))
             print(f"{name}: {len(rows)} files in {time.perf_counter() - t0:.0f} s", flush=True)
         with ThreadPoolExecutor(STREAMS) as pool:
             texts["openai"] = list(pool.map(lambda r: openai_file(port, r["wav"]), rows))

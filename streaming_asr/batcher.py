@@ -161,7 +161,9 @@ class Batcher:
         assert self._slots is not None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._delays.extend((now, now - r.queued) for r in batch if not r.background)
+        waits = [now - r.queued for r in batch]
+        if not batch[0].background:  # a batch is all live or all background
+            self._delays.extend((now, w) for w in waits)
         background = batch[0].background
         t0 = time.perf_counter()
         try:
@@ -184,7 +186,7 @@ class Batcher:
         self.stats.windows += len(batch)
         self.stats.compute_s += compute_s
         if self.observer is not None:
-            self.observer(len(batch), [now - r.queued for r in batch], compute_s, background)
+            self.observer(len(batch), waits, compute_s, background)
         for r, out in zip(batch, outs):
             if not r.future.done():
                 r.future.set_result(out)

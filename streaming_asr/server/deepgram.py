@@ -24,7 +24,7 @@ from .. import __version__
 from ..events import Final, Partial, WordResult
 from .deepgram_options import DeepgramOptions, QueryError, start_for_wav
 from .wire import (CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_POLICY, Audio, Closed, Command, Failure, Finalize, Invalid,
-                   Outgoing, Ready, Stop)
+                   Outgoing, Ready, Stop, decode_json_text)
 
 IDLE_TIMEOUT_S = 10.0  # Deepgram's NET-0001: no audio (or KeepAlive) for 10 s closes the stream
 SPEECH_FINAL_REASONS = ("silence", "stop", "disconnect", "shutdown", "timeout", "max_session")
@@ -51,7 +51,6 @@ class DeepgramCodec:
         self.channel_index = [0, opts.channels]
         self.cursor = 0.0  # where the next Results' tile starts (s)
         self.speaking = False  # SpeechStarted already sent for the open segment
-        self.audio_bytes = 0
         self.sha = hashlib.sha256()
         self.started = opts.start is not None
 
@@ -62,7 +61,6 @@ class DeepgramCodec:
     def on_binary(self, data: bytes) -> list[Command]:
         if not data:  # Deepgram's older way to say CloseStream
             return [Stop()]
-        self.audio_bytes += len(data)
         self.sha.update(data)
         if self.started:
             return [Audio(data)]
@@ -74,13 +72,9 @@ class DeepgramCodec:
         return [start, Audio(data[skip:])] if len(data) > skip else [start]
 
     def on_text(self, data: bytes | str) -> list[Command]:
-        size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
-        if size > self.max_message_bytes:
-            return [Invalid("message_too_large", f"text message of {size} bytes is over the limit")]
-        try:
-            msg = json.loads(data)
-        except (ValueError, RecursionError):
-            return [Invalid("bad_json", "text message is not valid JSON")]
+        msg = decode_json_text(data, self.max_message_bytes)
+        if isinstance(msg, Invalid):
+            return [msg]
         kind = msg.get("type") if isinstance(msg, dict) else None
         if kind == "KeepAlive":
             return []  # it resets the idle timer, which counts every message

@@ -15,7 +15,8 @@ from typing import Any
 from .. import PROTOCOL_VERSION
 from ..audio import PcmFormat
 from ..events import Final, Partial
-from .wire import Audio, Closed, Command, Failure, Finalize, Invalid, Outgoing, Ready, Reply, Start, Stop
+from .wire import (Audio, Closed, Command, Failure, Finalize, Invalid, Outgoing, Ready, Reply, Start, Stop,
+                   decode_json_text)
 
 ENGINE_OPTIONS = ("chunk_s", "left_context_s", "lookahead_s", "endpoint_silence_s", "max_segment_s")
 MAX_PING_ID_CHARS = 256
@@ -46,14 +47,9 @@ class ProtocolV1:
         return [Audio(data)]
 
     def on_text(self, data: bytes | str) -> list[Command]:
-        size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
-        if size > self.max_message_bytes:
-            return [Invalid("message_too_large", f"text message of {size} bytes is over the "
-                                                 f"{self.max_message_bytes}-byte limit; rejected")]
-        try:
-            msg = json.loads(data)
-        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the decoder allows
-            return [Invalid("bad_json", "text message is not valid JSON (or nested too deeply)")]
+        msg = decode_json_text(data, self.max_message_bytes)
+        if isinstance(msg, Invalid):
+            return [msg]
         if not isinstance(msg, dict):
             return [Invalid("bad_json", "text message must be a JSON object")]
         kind = msg.get("type")

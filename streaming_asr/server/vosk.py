@@ -17,7 +17,7 @@ from typing import Any
 
 from ..audio import PcmFormat
 from ..events import Final, Partial
-from .wire import Answer, Audio, Closed, Command, Failure, Finalize, Invalid, Outgoing, Start, Stop
+from .wire import Answer, Audio, Closed, Command, Failure, Finalize, Invalid, Outgoing, Start, Stop, decode_json_text
 
 CONFIG_KEYS = ("sample_rate", "words", "phrase_list", "max_alternatives", "model", "nlsml", "partial_words")
 
@@ -51,13 +51,9 @@ class VoskCodec:
         return out + [Audio(data), Answer()]
 
     def on_text(self, data: bytes | str) -> list[Command]:
-        size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
-        if size > self.max_message_bytes:
-            return [Invalid("message_too_large", f"text message of {size} bytes is over the limit", True)]
-        try:
-            msg = json.loads(data)
-        except (ValueError, RecursionError):
-            return [Invalid("bad_json", "text message is not valid JSON", True)]
+        msg = decode_json_text(data, self.max_message_bytes, fatal=True)
+        if isinstance(msg, Invalid):
+            return [msg]
         if not isinstance(msg, dict):
             return [Invalid("bad_json", "expected a JSON object: config, eof or reset", True)]
         if "config" in msg:

@@ -7,6 +7,7 @@ other's format: protocol v1, and the compatibility protocols to come, each need 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
@@ -74,6 +75,22 @@ class Invalid:
 
 
 Command = Union[Start, Audio, Finalize, Stop, Reply, Answer, Invalid]
+
+
+def decode_json_text(data: bytes | str, max_bytes: int, fatal: bool = False) -> Any:
+    """A text message's JSON value, or the Invalid that says why not (every codec's first step).
+
+    The size is checked in bytes before decoding; nesting deeper than the C decoder allows
+    (RecursionError) is bad JSON like any other.
+    """
+    size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
+    if size > max_bytes:
+        return Invalid("message_too_large", f"text message of {size} bytes is over the {max_bytes}-byte limit; "
+                                            "rejected", fatal)
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return Invalid("bad_json", "text message is not valid JSON (or nested too deeply)", fatal)
 
 
 # ------------------------------------------------------------------- driver -> client
