@@ -73,23 +73,53 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import RESULTS, fmt, machine_info, markdown_table, percentile, update_readme, write_results  # noqa: E402
 from load import ServerProc, sample_rss, save_random_base_model, start_server  # noqa: E402
 from load_client import client_streams, run_client  # noqa: E402
-from abuse_clients import (HealthProbe, Stuck, error_histogram, frames_of, fuzz_connection,  # noqa: E402
-                           flood_socket, half_open, log_findings, never_reader, one_message, outcome, server_ports,
-                           short_session, stall_cases, stream_real_time, talker, ws_pinger)
+from abuse_clients import (
+    HealthProbe,
+    Stuck,
+    error_histogram,
+    frames_of,
+    fuzz_connection,  # noqa: E402
+    flood_socket,
+    half_open,
+    log_findings,
+    never_reader,
+    one_message,
+    outcome,
+    server_ports,
+    short_session,
+    stall_cases,
+    stream_real_time,
+    talker,
+    ws_pinger,
+)
 from websockets.exceptions import WebSocketException  # noqa: E402
 
 SCENARIOS = ("stall", "fuzz", "flood", "stuck", "shutdown", "rss")
 PROBE_S = 0.02
 IDLE_S = CLOSE_S = 5.0
 ORDERS = ("stop→SIGTERM", "finalize→SIGTERM", "SIGTERM→stop", "disconnect→SIGTERM")
-COLUMNS = {"id": "#", "scenario": "scenario", "measured": "measured", "target": "target", "pass": "pass",
-           "detail": "detail"}
+COLUMNS = {
+    "id": "#",
+    "scenario": "scenario",
+    "measured": "measured",
+    "target": "target",
+    "pass": "pass",
+    "detail": "detail",
+}
 
 
 def row(key: str, scenario: str, value: Any, unit: str, target: str, ok: bool | None, detail: str = "") -> dict:
     shown = "—" if value is None else f"{fmt(value)} {unit}".strip()
-    return {"id": key, "scenario": scenario, "value": value, "unit": unit, "measured": shown, "target": target,
-            "pass": ok, "detail": detail}
+    return {
+        "id": key,
+        "scenario": scenario,
+        "value": value,
+        "unit": unit,
+        "measured": shown,
+        "target": target,
+        "pass": ok,
+        "detail": detail,
+    }
 
 
 class Bench:
@@ -144,9 +174,17 @@ async def s_stall(b: Bench) -> list[dict]:
             await asyncio.sleep(0.3)
             gap = probe.max_gap(t0, time.monotonic())
             stall = None if gap is None else round(max(0.0, gap - PROBE_S) * 1000)
-            rows.append(row(key, f"stall: {label}", stall, "ms", f"≤ 100 ms; {' or '.join(expect)}",
-                            stall is not None and stall <= 100 and out in expect,
-                            f"got {out} after {got['answer_s']} s; codes {got['codes']}"))
+            rows.append(
+                row(
+                    key,
+                    f"stall: {label}",
+                    stall,
+                    "ms",
+                    f"≤ 100 ms; {' or '.join(expect)}",
+                    stall is not None and stall <= 100 and out in expect,
+                    f"got {out} after {got['answer_s']} s; codes {got['codes']}",
+                )
+            )
     finally:
         probe.halt.set()
         probe.join(5)
@@ -163,8 +201,9 @@ async def s_fuzz(b: Bench) -> list[dict]:
     try:
         rng = random.Random(b.seed + 2)
         per = -(-total // conns)  # < 50 per connection: too_many_errors would cut it short
-        results = await asyncio.gather(*(fuzz_connection(server.ws_url, random.Random(rng.random()), per, i % 2 == 0)
-                                         for i in range(conns)))
+        results = await asyncio.gather(
+            *(fuzz_connection(server.ws_url, random.Random(rng.random()), per, i % 2 == 0) for i in range(conns))
+        )
         h = await health(server)
         valid = await short_session(server.ws_url, client_streams(1, 1.0, b.seed)[0])
     finally:
@@ -174,13 +213,25 @@ async def s_fuzz(b: Bench) -> list[dict]:
     internal = seen + log["internal_errors"] + log["tracebacks"]
     alive = h.get("status") == "ok" and valid
     codes = error_histogram(results)
-    b.details["fuzz"] = {"sent": sum(r["sent"] for r in results), "codes": codes,
-                         "closes": dict(Counter(r["close"] for r in results)),
-                         "client_errors": [r.get("client_error") for r in results]}
+    b.details["fuzz"] = {
+        "sent": sum(r["sent"] for r in results),
+        "codes": codes,
+        "closes": dict(Counter(r["close"] for r in results)),
+        "client_errors": [r.get("client_error") for r in results],
+    }
     top = ", ".join(f"{k} {v}" for k, v in list(codes.items())[:8])
-    return [row("2", "fuzz: internal errors from random hostile messages", internal, "", "0; still answering",
-                internal == 0 and alive, f"{b.details['fuzz']['sent']} msgs on {conns} connections; replies: {top}; "
-                f"closes {b.details['fuzz']['closes']}; afterwards /health ok and a valid session: {fmt(alive)}")]
+    return [
+        row(
+            "2",
+            "fuzz: internal errors from random hostile messages",
+            internal,
+            "",
+            "0; still answering",
+            internal == 0 and alive,
+            f"{b.details['fuzz']['sent']} msgs on {conns} connections; replies: {top}; "
+            f"closes {b.details['fuzz']['closes']}; afterwards /health ok and a valid session: {fmt(alive)}",
+        )
+    ]
 
 
 async def s_flood(b: Bench) -> list[dict]:
@@ -191,11 +242,16 @@ async def s_flood(b: Bench) -> list[dict]:
         k_cap = cap.get("default_sessions")
         k = max(1, min(k_cap or 3, 16))
         url = server.ws_url
-        rt = [asyncio.create_task(run_client(url, s, i * 0.05, 120)) for i, s in enumerate(client_streams(k, audio_s, b.seed))]
+        rt = [
+            asyncio.create_task(run_client(url, s, i * 0.05, 120))
+            for i, s in enumerate(client_streams(k, audio_s, b.seed))
+        ]
         await wait_health(server, lambda h: h["sessions"] >= k or all(t.done() for t in rt), 60)
         rng = random.Random(b.seed + 3)
         kinds = [("start", "never", "ping")[i % 3] for i in range(n_flood)]
-        flood = await asyncio.gather(*(flood_socket(url, kd, rng.uniform(0, min(5.0, audio_s / 3)), 30) for kd in kinds))
+        flood = await asyncio.gather(
+            *(flood_socket(url, kd, rng.uniform(0, min(5.0, audio_s / 3)), 30) for kd in kinds)
+        )
         results = await asyncio.gather(*rt, return_exceptions=True)
         left = await wait_health(server, lambda h: h["sessions"] == 0 and h["connections"] == 0, 20)
     finally:
@@ -207,32 +263,70 @@ async def s_flood(b: Bench) -> list[dict]:
     completed = sum(r.closed and r.final_at is not None and not r.errors for r in ok_rt)
     p95 = percentile(delays, 95)
     outcomes = Counter(f"{f['kind']}:{f['outcome']}" for f in flood)
-    expected = {"start": ("server_full",), "never": ("server_full", "start_timeout"), "ping": ("server_full", "start_timeout")}
+    expected = {
+        "start": ("server_full",),
+        "never": ("server_full", "start_timeout"),
+        "ping": ("server_full", "start_timeout"),
+    }
     over = sum(f["kind"] == "start" and f["outcome"] == "ready" for f in flood)
     spare = max(0, k_cap - k) if k_cap else 0
     odd = [f for f in flood if f["outcome"] not in expected[f["kind"]] and f["outcome"] != "ready"]
     refused = sum(f["outcome"] == "server_full" for f in flood)
-    at_handshake = sum(f["outcome"] == "server_full" and not any(w in f.get("message", "") for w in ("capacity", "behind"))
-                       for f in flood)  # the admission's refusals name the capacity or the model's delay
-    internal = sum(f["outcome"] == "internal_error" for f in flood) + log["internal_errors"] + log["tracebacks"] + \
-        sum("internal_error" in e for r in ok_rt for e in r.errors) + sum(isinstance(r, BaseException) for r in results)
-    b.details["flood"] = {"capacity": cap, "k": k, "outcomes": dict(outcomes), "odd": odd[:10],
-                          "rt_errors": [e for r in ok_rt for e in r.errors][:10] +
-                          [repr(r) for r in results if isinstance(r, BaseException)][:5]}
-    rt_detail = (f"K={k} (default_sessions {k_cap}), {audio_s:g} s each; completed {completed}/{k}; p50 "
-                 f"{fmt(percentile(delays, 50))} s; send slip p95 {fmt(percentile(slips, 95))} s")
+    at_handshake = sum(
+        f["outcome"] == "server_full" and not any(w in f.get("message", "") for w in ("capacity", "behind"))
+        for f in flood
+    )  # the admission's refusals name the capacity or the model's delay
+    internal = (
+        sum(f["outcome"] == "internal_error" for f in flood)
+        + log["internal_errors"]
+        + log["tracebacks"]
+        + sum("internal_error" in e for r in ok_rt for e in r.errors)
+        + sum(isinstance(r, BaseException) for r in results)
+    )
+    b.details["flood"] = {
+        "capacity": cap,
+        "k": k,
+        "outcomes": dict(outcomes),
+        "odd": odd[:10],
+        "rt_errors": [e for r in ok_rt for e in r.errors][:10]
+        + [repr(r) for r in results if isinstance(r, BaseException)][:5],
+    }
+    rt_detail = (
+        f"K={k} (default_sessions {k_cap}), {audio_s:g} s each; completed {completed}/{k}; p50 "
+        f"{fmt(percentile(delays, 50))} s; send slip p95 {fmt(percentile(slips, 95))} s"
+    )
     return [
-        row("3a", f"flood ({n_flood} sockets): p95 partial delay, admitted real-time sessions", p95, "s",
-            "≤ 1 s; all complete", p95 is not None and p95 <= 1.0 and completed == k, rt_detail),
-        row("3b", "flood: over-capacity starts admitted / unexpected answers", over + len(odd), "",
+        row(
+            "3a",
+            f"flood ({n_flood} sockets): p95 partial delay, admitted real-time sessions",
+            p95,
+            "s",
+            "≤ 1 s; all complete",
+            p95 is not None and p95 <= 1.0 and completed == k,
+            rt_detail,
+        ),
+        row(
+            "3b",
+            "flood: over-capacity starts admitted / unexpected answers",
+            over + len(odd),
+            "",
             f"≤ {spare} (spare capacity)" if spare else "0",
-            over <= spare and not odd, f"accepted {k + over} (K + {over}), refused {refused} server_full "
+            over <= spare and not odd,
+            f"accepted {k + over} (K + {over}), refused {refused} server_full "
             f"({at_handshake} at the handshake), {sum(f['outcome'] == 'start_timeout' for f in flood)} start_timeout; "
-            f"unexpected: {dict(Counter(f['kind'] + ':' + f['outcome'] for f in odd)) or 'none'}"),
+            f"unexpected: {dict(Counter(f['kind'] + ':' + f['outcome'] for f in odd)) or 'none'}",
+        ),
         row("3c", "flood: internal errors", internal, "", "0", internal == 0),
-        row("3d", "flood: sessions / connections left after all closed", left["sessions"], "", "0",
-            left["sessions"] == 0 and left["connections"] == 0, f"connections {left['connections']}, "
-            f"unstarted {left.get('unstarted')}, capacity used {left['capacity'].get('used')}"),
+        row(
+            "3d",
+            "flood: sessions / connections left after all closed",
+            left["sessions"],
+            "",
+            "0",
+            left["sessions"] == 0 and left["connections"] == 0,
+            f"connections {left['connections']}, "
+            f"unstarted {left.get('unstarted')}, capacity used {left['capacity'].get('used')}",
+        ),
     ]
 
 
@@ -285,13 +379,25 @@ async def s_stuck(b: Bench) -> list[dict]:
         ks = [s for s in stuck if s.kind == kind]
         times = [s.gone_at - s.stuck_at for s in ks if s.gone_at]
         per_kind.append(f"{kind} {len(times)}/{len(ks)}" + (f" (max {max(times):.1f} s)" if times else ""))
-    b.details["stuck"] = {"per_kind": per_kind, "client_saw": {s.kind + str(i): s.client_saw for i, s in enumerate(stuck)},
-                          "slow_consumer_logged": log["slow_consumer"]}
+    b.details["stuck"] = {
+        "per_kind": per_kind,
+        "client_saw": {s.kind + str(i): s.client_saw for i, s in enumerate(stuck)},
+        "slow_consumer_logged": log["slow_consumer"],
+    }
     reaped = sum(s.gone_at is not None for s in stuck)
-    return [row("4", f"stuck clients reaped ({len(stuck)}): until /health connections back", t_back, "s",
-                f"≤ {IDLE_S + 5:g} s; all reaped", t_back is not None and t_back <= IDLE_S + 5 and reaped == len(stuck),
-                f"reaped {reaped}/{len(stuck)}, per kind (time from stuck to dropped): " + ", ".join(per_kind) +
-                f"; slow_consumer logged {log['slow_consumer']}")]
+    return [
+        row(
+            "4",
+            f"stuck clients reaped ({len(stuck)}): until /health connections back",
+            t_back,
+            "s",
+            f"≤ {IDLE_S + 5:g} s; all reaped",
+            t_back is not None and t_back <= IDLE_S + 5 and reaped == len(stuck),
+            f"reaped {reaped}/{len(stuck)}, per kind (time from stuck to dropped): "
+            + ", ".join(per_kind)
+            + f"; slow_consumer logged {log['slow_consumer']}",
+        )
+    ]
 
 
 async def s_shutdown(b: Bench) -> list[dict]:
@@ -338,26 +444,56 @@ async def s_shutdown(b: Bench) -> list[dict]:
             server.stop()
         log = b.log(server)
         if verb == "disconnect":
-            lost = [t.session_id for t in talkers if not set(log["finals"].get(t.session_id, ())) & {"disconnect", "shutdown"}]
+            lost = [
+                t.session_id
+                for t in talkers
+                if not set(log["finals"].get(t.session_id, ())) & {"disconnect", "shutdown"}
+            ]
         else:
             need = [{"finalize"}] if verb == "finalize" else []
-            lost = [t.session_id for t in talkers if not all(n & set(t.final_reasons()) for n in need + [{"stop", "shutdown"}])]
-        reasons = Counter(r for t in talkers for r in t.final_reasons()) if verb != "disconnect" else \
-            Counter(r for t in talkers for r in log["finals"].get(t.session_id, ()))
-        b.details[f"shutdown {order}"] = {"exit_code": code, "exit_s": exit_s, "lost": lost, "final_reasons": dict(reasons),
-                                          "talker_closes": dict(Counter(t.got["close"] for t in talkers))}
-        rows.append(row(f"5{'abcd'[i]}", f"shutdown, 5 stuck + 10 talkers, {order}: SIGTERM to exit / finals lost",
-                        exit_s, f"s / {len(lost)} lost", f"≤ {CLOSE_S + 5:g} s / 0",
-                        exit_s is not None and exit_s <= CLOSE_S + 5 and not lost and code == 0,
-                        f"exit code {code}; finals {dict(reasons)}" + ("  (from the server log)" if verb == "disconnect"
-                                                                       else f"; closes {dict(Counter(t.got['close'] for t in talkers))}")))
+            lost = [
+                t.session_id
+                for t in talkers
+                if not all(n & set(t.final_reasons()) for n in need + [{"stop", "shutdown"}])
+            ]
+        reasons = (
+            Counter(r for t in talkers for r in t.final_reasons())
+            if verb != "disconnect"
+            else Counter(r for t in talkers for r in log["finals"].get(t.session_id, ()))
+        )
+        b.details[f"shutdown {order}"] = {
+            "exit_code": code,
+            "exit_s": exit_s,
+            "lost": lost,
+            "final_reasons": dict(reasons),
+            "talker_closes": dict(Counter(t.got["close"] for t in talkers)),
+        }
+        rows.append(
+            row(
+                f"5{'abcd'[i]}",
+                f"shutdown, 5 stuck + 10 talkers, {order}: SIGTERM to exit / finals lost",
+                exit_s,
+                f"s / {len(lost)} lost",
+                f"≤ {CLOSE_S + 5:g} s / 0",
+                exit_s is not None and exit_s <= CLOSE_S + 5 and not lost and code == 0,
+                f"exit code {code}; finals {dict(reasons)}"
+                + (
+                    "  (from the server log)"
+                    if verb == "disconnect"
+                    else f"; closes {dict(Counter(t.got['close'] for t in talkers))}"
+                ),
+            )
+        )
     return rows
 
 
-async def loop_sessions(url: str, streams: list[np.ndarray], more: Callable[[], bool], done: Callable[[bool], None]) -> None:
+async def loop_sessions(
+    url: str, streams: list[np.ndarray], more: Callable[[], bool], done: Callable[[bool], None]
+) -> None:
     async def worker(audio: np.ndarray) -> None:
         while more():
             done(await short_session(url, audio))
+
     await asyncio.gather(*(worker(s) for s in streams))
 
 
@@ -396,13 +532,27 @@ async def s_rss(b: Bench) -> list[dict]:
     xs, ys = np.array([d for d, _ in points if d >= warm_n]), np.array([r / 2**20 for d, r in points if d >= warm_n])
     fit = float(np.polyfit(xs, ys, 1)[0]) * 1000 if xs.size > 2 else None
     peak = max(r for _, r in trace) / 2**20
-    b.details["rss"] = {"sessions": n, "failed": state["failed"], "wall_s": round(time.monotonic() - t0, 1),
-                        "rss_warm_mb": round(warm / 2**20, 1), "rss_end_mb": round(end / 2**20, 1),
-                        "fit_mb_per_1000": None if fit is None else round(fit, 2), "peak_mb": round(peak, 1)}
-    rows = [row("6", f"RSS growth per 1,000 short sessions ({n} run, 4 clients)", round(per_k, 2), "MB", "< 5 MB",
-                per_k < 5 and state["failed"] == 0,
-                f"RSS {warm / 2**20:.0f} MB after {warm_n} → {end / 2**20:.0f} MB after {n}; least-squares "
-                f"{fmt(fit)} MB/1000; peak {peak:.0f} MB; failed sessions {state['failed']}")]
+    b.details["rss"] = {
+        "sessions": n,
+        "failed": state["failed"],
+        "wall_s": round(time.monotonic() - t0, 1),
+        "rss_warm_mb": round(warm / 2**20, 1),
+        "rss_end_mb": round(end / 2**20, 1),
+        "fit_mb_per_1000": None if fit is None else round(fit, 2),
+        "peak_mb": round(peak, 1),
+    }
+    rows = [
+        row(
+            "6",
+            f"RSS growth per 1,000 short sessions ({n} run, 4 clients)",
+            round(per_k, 2),
+            "MB",
+            "< 5 MB",
+            per_k < 5 and state["failed"] == 0,
+            f"RSS {warm / 2**20:.0f} MB after {warm_n} → {end / 2**20:.0f} MB after {n}; least-squares "
+            f"{fmt(fit)} MB/1000; peak {peak:.0f} MB; failed sessions {state['failed']}",
+        )
+    ]
     if soak is not None:
         rows.append(soak)
     return rows
@@ -428,11 +578,21 @@ async def s_soak(b: Bench, server: ServerProc, streams: list[np.ndarray]) -> dic
     xs, ys = np.array([t - trace[0][0] for t, _ in trace]), np.array([r for _, r in trace])
     half = xs >= xs[-1] / 2
     slope = float(np.polyfit(xs[half], ys[half], 1)[0]) * 3600 if half.sum() > 2 else None
-    b.details["soak"] = {"seconds": b.args.soak, "sessions": count[0], "failed": count[1],
-                         "trace_mb": [(round(x, 1), round(y, 1)) for x, y in zip(xs, ys)]}
-    return row("6s", f"soak {b.args.soak:g} s, 4 looping clients: RSS slope (second half)",
-               None if slope is None else round(slope, 2), "MB/h", "< 5 MB/h", slope is not None and slope < 5
-               and not count[1], f"{count[0]} sessions, {count[1]} failed; RSS {ys[0]:.0f} → {ys[-1]:.0f} MB")
+    b.details["soak"] = {
+        "seconds": b.args.soak,
+        "sessions": count[0],
+        "failed": count[1],
+        "trace_mb": [(round(x, 1), round(y, 1)) for x, y in zip(xs, ys)],
+    }
+    return row(
+        "6s",
+        f"soak {b.args.soak:g} s, 4 looping clients: RSS slope (second half)",
+        None if slope is None else round(slope, 2),
+        "MB/h",
+        "< 5 MB/h",
+        slope is not None and slope < 5 and not count[1],
+        f"{count[0]} sessions, {count[1]} failed; RSS {ys[0]:.0f} → {ys[-1]:.0f} MB",
+    )
 
 
 # ----------------------------------------------------------------- report
@@ -441,9 +601,12 @@ def report(data: dict[str, Any]) -> str:
     passed = sum(r["pass"] is True for r in rows)
     judged = sum(r["pass"] is not None for r in rows)
     m = data["machine"]
-    lines = [f"Hostile and unlucky clients against `streaming-asr serve` ({data['settings']['model']}; "
-             f"{m['cpu_count']} x {m['cpu_model']}; `{data['command']}`): {passed} of {judged} checks pass.", "",
-             markdown_table(rows, COLUMNS)]
+    lines = [
+        f"Hostile and unlucky clients against `streaming-asr serve` ({data['settings']['model']}; "
+        f"{m['cpu_count']} x {m['cpu_model']}; `{data['command']}`): {passed} of {judged} checks pass.",
+        "",
+        markdown_table(rows, COLUMNS),
+    ]
     bad = {k: v["bad_lines"] for k, v in data["logs"].items() if v["bad_lines"]}
     if bad:
         lines += ["", "Server log lines with errors:", ""]
@@ -460,8 +623,11 @@ async def bench(b: Bench, chosen: list[str]) -> list[dict]:
         except Exception as exc:  # noqa: BLE001 - one broken scenario must not cost the others
             new = [row(name, f"{name}: the scenario itself failed", None, "", "—", False, repr(exc)[:300])]
         for r in new:
-            print(f"  {r['id']:3s} {r['scenario'][:70]:70s} {r['measured']:>14s}  target {r['target']:24s} "
-                  f"{ {True: 'PASS', False: 'FAIL', None: 'info'}[r['pass']]}  {r['detail'][:160]}", flush=True)
+            print(
+                f"  {r['id']:3s} {r['scenario'][:70]:70s} {r['measured']:>14s}  target {r['target']:24s} "
+                f"{ {True: 'PASS', False: 'FAIL', None: 'info'}[r['pass']] }  {r['detail'][:160]}",
+                flush=True,
+            )
         rows += new
     return rows
 
@@ -473,8 +639,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=None, help="model dir (default: a random-weight wav2vec2-base)")
     p.add_argument("--sessions", type=int, default=1000, help="short sessions for the RSS scenario (%(default)s)")
     p.add_argument("--soak", type=float, default=0.0, help="after the RSS scenario: soak this many seconds (off)")
-    p.add_argument("--serve-args", default="", help="extra `serve` args for every server, e.g. "
-                   "'STREAMING_ASR_TUNE_MALLOC=1 --precision int8'")
+    p.add_argument(
+        "--serve-args",
+        default="",
+        help="extra `serve` args for every server, e.g. 'STREAMING_ASR_TUNE_MALLOC=1 --precision int8'",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-dir", type=Path, default=None, help="keep the server logs here (default: a temp dir)")
     p.add_argument("--name", default=None, help="results file stem (default: abuse, abuse-quick or abuse-partial)")
@@ -499,11 +668,25 @@ def main(argv: list[str] | None = None) -> int:
             save_random_base_model(model_dir, args.seed)
         b = Bench(args, model_dir, log_dir)
         rows = asyncio.run(bench(b, chosen))
-    data = {"bench": "abuse", "command": " ".join(["python", "bench/abuse.py", *(argv if argv is not None else sys.argv[1:])]),
-            "settings": {"model": model, "serve_args": args.serve_args, "quick": args.quick, "scenarios": chosen, "seed": args.seed,
-                         "probe_period_s": PROBE_S, "idle_timeout_s": IDLE_S, "close_timeout_s": CLOSE_S},
-            "machine": machine_info(), "rows": rows, "details": b.details, "logs": b.logs,
-            "bench_wall_s": round(time.monotonic() - started, 1)}
+    data = {
+        "bench": "abuse",
+        "command": " ".join(["python", "bench/abuse.py", *(argv if argv is not None else sys.argv[1:])]),
+        "settings": {
+            "model": model,
+            "serve_args": args.serve_args,
+            "quick": args.quick,
+            "scenarios": chosen,
+            "seed": args.seed,
+            "probe_period_s": PROBE_S,
+            "idle_timeout_s": IDLE_S,
+            "close_timeout_s": CLOSE_S,
+        },
+        "machine": machine_info(),
+        "rows": rows,
+        "details": b.details,
+        "logs": b.logs,
+        "bench_wall_s": round(time.monotonic() - started, 1),
+    }
     path = write_results(name, data)
     md = report(data)
     (RESULTS / f"{name}.md").write_text(md, encoding="utf-8")

@@ -35,14 +35,15 @@ FINAL_RE = re.compile(r'session=(\w+) event=final .*?reason="(\w+)"')
 
 
 def ws_connect(url: str, **kw: Any) -> Any:
-    opts: dict[str, Any] = dict(max_size=None, open_timeout=60, ping_interval=None, proxy=None, compression=None,
-                                close_timeout=5)
+    opts: dict[str, Any] = dict(
+        max_size=None, open_timeout=60, ping_interval=None, proxy=None, compression=None, close_timeout=5
+    )
     opts.update(kw)
     return connect(url, **opts)
 
 
 def frames_of(audio: np.ndarray) -> list[bytes]:
-    return [audio[i:i + FRAME_SAMPLES].tobytes() for i in range(0, audio.size, FRAME_SAMPLES)]
+    return [audio[i : i + FRAME_SAMPLES].tobytes() for i in range(0, audio.size, FRAME_SAMPLES)]
 
 
 def log_findings(path: Path) -> dict[str, Any]:
@@ -52,9 +53,13 @@ def log_findings(path: Path) -> dict[str, Any]:
     for sid, reason in FINAL_RE.findall(text):
         finals.setdefault(sid, []).append(reason)
     bad = [ln for ln in text.splitlines() if "internal_error" in ln or "Traceback" in ln or " ERROR " in ln]
-    return {"internal_errors": sum("event=internal_error" in ln for ln in bad), "bad_lines": bad[:20],
-            "tracebacks": text.count("Traceback"), "slow_consumer": text.count("event=slow_consumer"),
-            "finals": finals}
+    return {
+        "internal_errors": sum("event=internal_error" in ln for ln in bad),
+        "bad_lines": bad[:20],
+        "tracebacks": text.count("Traceback"),
+        "slow_consumer": text.count("event=slow_consumer"),
+        "finals": finals,
+    }
 
 
 # ------------------------------------------------------------------ probes
@@ -106,8 +111,12 @@ def server_ports(ps: psutil.Process) -> set[int]:
 
 
 # --------------------------------------------------------------- messages
-async def collect(ws: ClientConnection, until: tuple[str, ...] = ("error", "closed"), timeout: float = 30.0,
-                  into: dict[str, Any] | None = None) -> dict[str, Any]:
+async def collect(
+    ws: ClientConnection,
+    until: tuple[str, ...] = ("error", "closed"),
+    timeout: float = 30.0,
+    into: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Messages until one of `until` arrives, the socket closes or `timeout`; records types, error codes, close."""
     out = into if into is not None else {"types": [], "codes": [], "messages": [], "events": [], "close": None}
     deadline = time.monotonic() + timeout
@@ -198,24 +207,70 @@ async def one_message(url: str, pre: list[Any], msg: Any, timeout: float) -> dic
 
 
 # ------------------------------------------------------------------- fuzz
-WEIRD: list[Any] = [None, True, False, 0, -1, 1.5, -0.0, 2**63, -(2**63), 10**30, 1e308, "16000", "", "x" * 300,
-                    [], [1, 2], {}, {"a": {"b": [None]}}, [None], ["\u0000"], "\ud800", "\u202e", "__NAN__",
-                    "__INF__", "__NINF__", "__HUGE__"]
+WEIRD: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1.5,
+    -0.0,
+    2**63,
+    -(2**63),
+    10**30,
+    1e308,
+    "16000",
+    "",
+    "x" * 300,
+    [],
+    [1, 2],
+    {},
+    {"a": {"b": [None]}},
+    [None],
+    ["\u0000"],
+    "\ud800",
+    "\u202e",
+    "__NAN__",
+    "__INF__",
+    "__NINF__",
+    "__HUGE__",
+]
 SPECIAL = {'"__NAN__"': "NaN", '"__INF__"': "Infinity", '"__NINF__"': "-Infinity", '"__HUGE__"': "1e999"}
 RANGES: dict[str, list[Any]] = {
-    "sample_rate": [0, 7999, 48001, -16000, 2**31, 2**64, 8000, 48000], "channels": [0, 9, -1, 2**40, 8],
-    "encoding": ["pcm_s8", "PCM_S16LE", "", "pcm_f32le", "opus"], "chunk_s": [0, -1, 1e-9, 1e9, 0.01, 0.02],
-    "left_context_s": [-1, 1e6, 10.01, 0], "lookahead_s": [-5, 100, 0], "endpoint_silence_s": [-1, 1e9, 0],
-    "max_segment_s": [0, -1, 1e12, 0.02], "phrase_boost": [-1, 1e308, 11, 0],
+    "sample_rate": [0, 7999, 48001, -16000, 2**31, 2**64, 8000, 48000],
+    "channels": [0, 9, -1, 2**40, 8],
+    "encoding": ["pcm_s8", "PCM_S16LE", "", "pcm_f32le", "opus"],
+    "chunk_s": [0, -1, 1e-9, 1e9, 0.01, 0.02],
+    "left_context_s": [-1, 1e6, 10.01, 0],
+    "lookahead_s": [-5, 100, 0],
+    "endpoint_silence_s": [-1, 1e9, 0],
+    "max_segment_s": [0, -1, 1e12, 0.02],
+    "phrase_boost": [-1, 1e308, 11, 0],
     "phrases": [[""], ["   "], ["123"], ["\u202e evil"], ["a" * 101], ["a"] * 1001, ["ß ǅ ﬁ ＡＢＣ"], [" - _ / '"]],
-    "interim_results": [0, 1, "true"]}
+    "interim_results": [0, 1, "true"],
+}
 START_FIELDS = tuple(RANGES)
-RAW = ['{"type":"start","sample_rate":NaN}', '{"type":"start","sample_rate":1e999}',
-       '{"type":"start","sample_rate":16000,"chunk_s":Infinity}', '{"type":"ping","id":NaN}',
-       '{"type":"ping","id":-Infinity}', '{"type":"start","sample_rate":16000,"phrases":["\\ud800\\udfff\\ud800"]}',
-       '{"type":"start","sample_rate":16000,"phrase_boost":NaN}', '{"type":"start","sample_rate":1' + "0" * 5000 + "}",
-       '{"type":"start","type":"stop"}', '{"__proto__":{"type":"stop"},"type":"ping"}', '{"type":"ping","id":' +
-       "9" * 400 + "}", '"just a string"', "null", "[]", "{}", "", " ", "\u0000", '{"type":"finalize","x":[[[[[]]]]]}']
+RAW = [
+    '{"type":"start","sample_rate":NaN}',
+    '{"type":"start","sample_rate":1e999}',
+    '{"type":"start","sample_rate":16000,"chunk_s":Infinity}',
+    '{"type":"ping","id":NaN}',
+    '{"type":"ping","id":-Infinity}',
+    '{"type":"start","sample_rate":16000,"phrases":["\\ud800\\udfff\\ud800"]}',
+    '{"type":"start","sample_rate":16000,"phrase_boost":NaN}',
+    '{"type":"start","sample_rate":1' + "0" * 5000 + "}",
+    '{"type":"start","type":"stop"}',
+    '{"__proto__":{"type":"stop"},"type":"ping"}',
+    '{"type":"ping","id":' + "9" * 400 + "}",
+    '"just a string"',
+    "null",
+    "[]",
+    "{}",
+    "",
+    " ",
+    "\u0000",
+    '{"type":"finalize","x":[[[[[]]]]]}',
+]
 
 
 def random_json(rng: random.Random, depth: int = 0) -> Any:
@@ -237,8 +292,10 @@ def render(obj: Any) -> str:
 
 def fuzz_message(rng: random.Random) -> tuple[str | bytes, bool | None]:
     """One hostile message and whether to send it as text (True), binary (False) or as str (None)."""
-    kind = rng.choices(["json", "field", "range", "type", "ping", "raw", "bytes_text", "garbage", "binary", "control"],
-                       [10, 14, 12, 6, 6, 8, 8, 6, 24, 6])[0]
+    kind = rng.choices(
+        ["json", "field", "range", "type", "ping", "raw", "bytes_text", "garbage", "binary", "control"],
+        [10, 14, 12, 6, 6, 8, 8, 6, 24, 6],
+    )[0]
     if kind == "json":
         return render(random_json(rng)), None
     if kind in ("field", "range"):
@@ -257,8 +314,10 @@ def fuzz_message(rng: random.Random) -> tuple[str | bytes, bool | None]:
     if kind == "bytes_text":  # invalid UTF-8 in a text frame
         return os.urandom(rng.randint(1, 300)), True
     if kind == "garbage":
-        return "".join(chr(rng.choice([rng.randint(1, 0x7F), rng.randint(0x80, 0xD7FF), rng.randint(0xE000, 0x10FFFF)]))
-                       for _ in range(rng.randint(1, 200))), None
+        return "".join(
+            chr(rng.choice([rng.randint(1, 0x7F), rng.randint(0x80, 0xD7FF), rng.randint(0xE000, 0x10FFFF)]))
+            for _ in range(rng.randint(1, 200))
+        ), None
     if kind == "binary":
         n = rng.choice([0, 1, 2, 3, 4, 5, 7, 8, 6400, 6401, rng.randint(0, 20000)])
         if rng.random() < 0.3:  # f32le specials: NaN, inf, denormals, huge
@@ -275,8 +334,16 @@ async def fuzz_connection(url: str, rng: random.Random, n: int, start_first: boo
         async with ws_connect(url) as ws:
             receiver = asyncio.create_task(collect(ws, ("closed",), 600, into=got))
             if start_first:
-                await ws.send(json.dumps(dict(START, encoding=rng.choice(["pcm_s16le", "pcm_f32le"]),
-                                              channels=rng.choice([1, 2]), sample_rate=rng.choice([8000, 16000, 44100]))))
+                await ws.send(
+                    json.dumps(
+                        dict(
+                            START,
+                            encoding=rng.choice(["pcm_s16le", "pcm_f32le"]),
+                            channels=rng.choice([1, 2]),
+                            sample_rate=rng.choice([8000, 16000, 44100]),
+                        )
+                    )
+                )
             for _ in range(n):
                 msg, text = fuzz_message(rng)
                 await ws.send(msg, text=text) if text is not None else await ws.send(msg)
@@ -381,9 +448,14 @@ async def half_open(port: int, path: str = "/v1/stream") -> Stuck:
     sock.setblocking(False)
     await loop.sock_connect(sock, ("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
-    await loop.sock_sendall(sock, (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    await loop.sock_sendall(
+        sock,
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode(),
+    )
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = await asyncio.wait_for(loop.sock_recv(sock, 1), 30)  # byte by byte: nothing past the headers
@@ -419,8 +491,9 @@ class Talker:
 
     ws: ClientConnection
     session_id: str
-    got: dict[str, Any] = field(default_factory=lambda: {"types": [], "codes": [], "messages": [], "events": [],
-                                                         "close": None})
+    got: dict[str, Any] = field(
+        default_factory=lambda: {"types": [], "codes": [], "messages": [], "events": [], "close": None}
+    )
     receiver: asyncio.Task[Any] | None = None
 
     def final_reasons(self) -> list[str]:

@@ -33,7 +33,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import RESULTS, STANDIN_MODEL as STANDIN, TTS_DEV, machine_info, markdown_table, update_readme, write_results  # noqa: E402
+from common import (
+    RESULTS,
+    STANDIN_MODEL as STANDIN,
+    TTS_DEV,
+    machine_info,
+    markdown_table,
+    update_readme,
+    write_results,
+)  # noqa: E402
 
 from streaming_asr.audio import read_audio  # noqa: E402
 from streaming_asr.config import StreamConfig  # noqa: E402
@@ -59,9 +67,13 @@ GRID = [
     (1.28, 0.64, 0.24, "int8+recompute"),  # the previous --quantize int8
     (2.56, 0.48, 0.24, "int8+state"),
     (2.56, 0.48, 0.24, "bf16+state"),
-    (2.56, 0.64, 0.24, "fp32+state"), (2.56, 0.32, 0.16, "fp32+state"), (2.56, 0.48, 0.16, "fp32+state"),
+    (2.56, 0.64, 0.24, "fp32+state"),
+    (2.56, 0.32, 0.16, "fp32+state"),
+    (2.56, 0.48, 0.16, "fp32+state"),
     (2.56, 0.96, 0.24, "fp32+state"),
-    (2.56, 0.48, 0.24, "fp32+state+r0.16"), (2.56, 0.48, 0.24, "fp32+state+la"), (2.56, 0.64, 0.24, "int8+state"),
+    (2.56, 0.48, 0.24, "fp32+state+r0.16"),
+    (2.56, 0.48, 0.24, "fp32+state+la"),
+    (2.56, 0.64, 0.24, "int8+state"),
 ]
 QUICK_GRID = GRID[:3] + GRID[6:7]
 BF16_FILES = 60  # bf16 is emulated (30x slower) on CPUs without native BF16: its row uses fewer files there
@@ -74,9 +86,15 @@ def variant_config(left: float, chunk: float, ahead: float, variant: str) -> Str
     parts = variant.split("+")
     path = parts[1]
     refresh = next((float(p[1:]) for p in parts[2:] if p.startswith("r")), 0.0)
-    return StreamConfig(chunk_s=chunk, left_context_s=left, lookahead_s=ahead, state_refresh_s=refresh,
-                        feature_reuse=path in ("features", "state"), state_reuse=path == "state",
-                        lookahead_reuse="la" in parts[2:])
+    return StreamConfig(
+        chunk_s=chunk,
+        left_context_s=left,
+        lookahead_s=ahead,
+        state_refresh_s=refresh,
+        feature_reuse=path in ("features", "state"),
+        state_reuse=path == "state",
+        lookahead_reuse="la" in parts[2:],
+    )
 
 
 class ComputeModel:
@@ -100,8 +118,13 @@ class ComputeModel:
     def __call__(self, item: ModelInput) -> float:
         if isinstance(item, ReuseInput):
             ahead = item.ahead.frames if item.ahead is not None else 0
-            key: tuple[int, ...] = (-(-len(item.audio) // 1600), -(-item.new_from // 5), int(item.state), item.refresh,
-                                    ahead)
+            key: tuple[int, ...] = (
+                -(-len(item.audio) // 1600),
+                -(-item.new_from // 5),
+                int(item.state),
+                item.refresh,
+                ahead,
+            )
         else:
             key = (-(-len(item) // 1600),)
         if key not in self.table:
@@ -145,7 +168,9 @@ class FileRun:
     windows: int
 
 
-def stream_file(model: CtcModel, audio: np.ndarray, cfg: StreamConfig, compute: Callable[[ModelInput], float]) -> FileRun:
+def stream_file(
+    model: CtcModel, audio: np.ndarray, cfg: StreamConfig, compute: Callable[[ModelInput], float]
+) -> FileRun:
     info = model.info
     sr = info.sample_rate
     session = StreamingSession(info, cfg)
@@ -167,7 +192,7 @@ def stream_file(model: CtcModel, audio: np.ndarray, cfg: StreamConfig, compute: 
             log.extend((free_at, ev) for ev in session.pop_events())
 
     for start in range(0, audio.size, push):
-        session.push(audio[start:start + push])
+        session.push(audio[start : start + push])
         run_ready(min(audio.size, start + push) / sr)
     session.finish()
     run_ready(audio.size / sr)
@@ -182,7 +207,7 @@ def stream_file(model: CtcModel, audio: np.ndarray, cfg: StreamConfig, compute: 
         final_words = [w.word for w in fin.words]
         seen: set[tuple[int, str]] = set()
         for _, p in partials:
-            if not fin.text.startswith(p.text[:p.stable]):
+            if not fin.text.startswith(p.text[: p.stable]):
                 broken += 1
             seen.update(enumerate(p.text.split()))
         shown += len(seen)
@@ -202,8 +227,13 @@ def _close(shown: str, final: str) -> bool:
     return edit_distance(shown, final) <= 0.5 * len(final)
 
 
-def run_setting(model: CtcModel, files: list[tuple[np.ndarray, str]], offline: list[str],
-                cfg: StreamConfig, compute: ComputeModel | None) -> dict[str, Any]:
+def run_setting(
+    model: CtcModel,
+    files: list[tuple[np.ndarray, str]],
+    offline: list[str],
+    cfg: StreamConfig,
+    compute: ComputeModel | None,
+) -> dict[str, Any]:
     """One setting over all files; without a compute model (bf16 where it is emulated) no latency or RTF."""
     runs = [stream_file(model, audio, cfg, compute or (lambda _item: 0.0)) for audio, _ in files]
     refs = [ref for _, ref in files]
@@ -211,7 +241,9 @@ def run_setting(model: CtcModel, files: list[tuple[np.ndarray, str]], offline: l
     appear = np.array([x for r in runs for x in r.appears])
     shown = sum(r.shown for r in runs)
     return {
-        "left_context_s": cfg.left_context_s, "chunk_s": cfg.chunk_s, "lookahead_s": cfg.lookahead_s,
+        "left_context_s": cfg.left_context_s,
+        "chunk_s": cfg.chunk_s,
+        "lookahead_s": cfg.lookahead_s,
         "wer": round(corpus_wer(refs, [r.text for r in runs]), 4),
         "wer_offline": round(corpus_wer(refs, offline), 4),
         "cer_vs_offline": round(corpus_cer(offline, [r.text for r in runs]), 4),
@@ -225,14 +257,22 @@ def run_setting(model: CtcModel, files: list[tuple[np.ndarray, str]], offline: l
     } | ({} if compute else {"latency_p50_ms": None, "latency_p95_ms": None, "appear_p50_ms": None, "rtf_base": None})
 
 
-def hf_anchor(files: list[tuple[np.ndarray, str]], offline_words: list[list[float]], chunk: float,
-              left: float, right: float, compute: ComputeModel) -> dict[str, Any]:
+def hf_anchor(
+    files: list[tuple[np.ndarray, str]],
+    offline_words: list[list[float]],
+    chunk: float,
+    left: float,
+    right: float,
+    compute: ComputeModel,
+) -> dict[str, Any]:
     """transformers' own chunked pipeline on the same files; latency if fed live chunk by chunk."""
     from transformers import pipeline
 
     asr = pipeline("automatic-speech-recognition", model=str(STANDIN), device="cpu")
-    hyps = [asr({"raw": a, "sampling_rate": 16000}, chunk_length_s=chunk, stride_length_s=(left, right))["text"]
-            for a, _ in files]
+    hyps = [
+        asr({"raw": a, "sampling_rate": 16000}, chunk_length_s=chunk, stride_length_s=(left, right))["text"]
+        for a, _ in files
+    ]
     step = chunk - left - right
     cost = compute(np.zeros(int(chunk * 16000), np.float32))
     lat = []
@@ -244,10 +284,13 @@ def hf_anchor(files: list[tuple[np.ndarray, str]], offline_words: list[list[floa
             arrival = min(dur, i * step + chunk)
             lat.append(arrival + min(cost, compute(np.zeros(int(min(chunk, dur) * 16000), np.float32))) - end)
     refs = [r for _, r in files]
-    return {"anchor": f"HF pipeline chunk_length_s={chunk:g}, stride=({left:g},{right:g})",
-            "wer": round(corpus_wer(refs, hyps), 4), "latency_p50_ms": round(float(np.median(lat)) * 1000),
-            "latency_p95_ms": round(float(np.percentile(lat, 95)) * 1000),
-            "rtf_base": round(cost / step, 3)}
+    return {
+        "anchor": f"HF pipeline chunk_length_s={chunk:g}, stride=({left:g},{right:g})",
+        "wer": round(corpus_wer(refs, hyps), 4),
+        "latency_p50_ms": round(float(np.median(lat)) * 1000),
+        "latency_p95_ms": round(float(np.percentile(lat, 95)) * 1000),
+        "rtf_base": round(cost / step, 3),
+    }
 
 
 def _cells(row: dict[str, Any]) -> dict[str, str]:
@@ -263,15 +306,26 @@ def plot(rows: list[dict[str, Any]], anchors: list[dict[str, Any]], path: Path) 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), dpi=100, gridspec_kw={"right": 0.72, "wspace": 0.32})
-    styles = {"fp32+state": ("o", "tab:blue"), "fp32+recompute": ("s", "tab:gray"),
-              "fp32+features": ("D", "tab:purple"), "int8+recompute": ("v", "tab:red"),
-              "int8+state": ("^", "tab:orange")}
+    styles = {
+        "fp32+state": ("o", "tab:blue"),
+        "fp32+recompute": ("s", "tab:gray"),
+        "fp32+features": ("D", "tab:purple"),
+        "int8+recompute": ("v", "tab:red"),
+        "int8+state": ("^", "tab:orange"),
+    }
     numbered = [(i, r) for i, r in enumerate(rows, 1) if r["latency_p50_ms"] is not None]
     for ax, key, label in [(axes[0], "wer", "WER vs reference"), (axes[1], "cer_vs_offline", "CER vs offline output")]:
         for i, r in numbered:
             marker, color = styles.get(r["model"], ("o", "gray"))
-            ax.scatter(r["latency_p50_ms"], r[key], marker=marker, color=color, s=160 if r["default"] else 45,
-                       edgecolor="black" if r["default"] else "none", zorder=3)
+            ax.scatter(
+                r["latency_p50_ms"],
+                r[key],
+                marker=marker,
+                color=color,
+                s=160 if r["default"] else 45,
+                edgecolor="black" if r["default"] else "none",
+                zorder=3,
+            )
             ax.annotate(str(i), (r["latency_p50_ms"], r[key]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         if key == "wer":
             for a in anchors:
@@ -282,12 +336,18 @@ def plot(rows: list[dict[str, Any]], anchors: list[dict[str, Any]], path: Path) 
         ax.set_xlabel("median word latency, ms (log)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
-    key_lines = [f"{i:>2}  L{r['left_context_s']:g}/C{r['chunk_s']:g}/R{r['lookahead_s']:g} {r['model']}"
-                 f"  RTF {r['rtf_base']:.2f}{'  (default)' if r['default'] else ''}" for i, r in numbered]
+    key_lines = [
+        f"{i:>2}  L{r['left_context_s']:g}/C{r['chunk_s']:g}/R{r['lookahead_s']:g} {r['model']}"
+        f"  RTF {r['rtf_base']:.2f}{'  (default)' if r['default'] else ''}"
+        for i, r in numbered
+    ]
     key_lines += [f" x  {a['anchor'].replace('HF pipeline ', 'HF ')}" for a in anchors]
     fig.text(0.735, 0.5, "\n".join(key_lines), fontsize=7.5, family="monospace", va="center")
-    fig.suptitle("Streaming window geometry: accuracy vs latency (L/C/R = left context / chunk / look-ahead, s; "
-                 "big marker = default)", fontsize=10)
+    fig.suptitle(
+        "Streaming window geometry: accuracy vs latency (L/C/R = left context / chunk / look-ahead, s; "
+        "big marker = default)",
+        fontsize=10,
+    )
     fig.savefig(path)
 
 
@@ -296,11 +356,17 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="40 files and 4 settings")
     ap.add_argument("--limit", type=int, default=None, help="use the first N files")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the base-size timing (2)")
-    ap.add_argument("--grid", default=None,
-                    help="only these settings: 'left/chunk/ahead/variant,...' e.g. '2.56/0.48/0.24/fp32+state'")
+    ap.add_argument(
+        "--grid",
+        default=None,
+        help="only these settings: 'left/chunk/ahead/variant,...' e.g. '2.56/0.48/0.24/fp32+state'",
+    )
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite README's table")
-    ap.add_argument("--report-only", action="store_true",
-                    help="rebuild accuracy.md, accuracy.png and README's table from accuracy.json")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rebuild accuracy.md, accuracy.png and README's table from accuracy.json",
+    )
     args = ap.parse_args()
     if args.report_only:
         import json
@@ -345,16 +411,27 @@ def main() -> int:
         res["files"] = n
         res["default"] = (left, chunk, ahead, variant) == GRID[0]
         results.append(res)
-        print(f"  L{left} C{chunk} R{ahead} {variant}: WER {res['wer']} CER-off {res['cer_vs_offline']} "
-              f"p50 {res['latency_p50_ms']} ms RTF {res['rtf_base']} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        print(
+            f"  L{left} C{chunk} R{ahead} {variant}: WER {res['wer']} CER-off {res['cer_vs_offline']} "
+            f"p50 {res['latency_p50_ms']} ms RTF {res['rtf_base']} ({time.perf_counter() - t0:.0f} s)",
+            file=sys.stderr,
+        )
     anchors = [hf_anchor(files, offline_word_ends, c, le, r, compute) for c, le, r in HF_ANCHORS]
 
     out = RESULTS
     out.mkdir(exist_ok=True)
-    data = {"machine": machine_info(), "files": len(files), "audio_s": round(audio_s, 1), "threads": args.threads,
-            "offline_wer": results[0]["wer_offline"], "settings": results, "anchors": anchors,
-            "compute_table": {q: {"x".join(map(str, k)): round(t, 4) for k, t in c.table.items()}
-                              for q, c in computes.items()}}
+    data = {
+        "machine": machine_info(),
+        "files": len(files),
+        "audio_s": round(audio_s, 1),
+        "threads": args.threads,
+        "offline_wer": results[0]["wer_offline"],
+        "settings": results,
+        "anchors": anchors,
+        "compute_table": {
+            q: {"x".join(map(str, k)): round(t, 4) for k, t in c.table.items()} for q, c in computes.items()
+        },
+    }
     write_results("accuracy", data)
     md = report(data)
     print(md)
@@ -368,27 +445,53 @@ def report(data: dict[str, Any]) -> str:
     results, anchors = data["settings"], data["anchors"]
     rows = []
     for n, r in enumerate(results, 1):
-        rows.append({**r, "n": n, "wer_rel": f"{(r['wer'] / r['wer_offline'] - 1) * 100:+.1f} %",
-                     "setting": f"{r['left_context_s']:g} / {r['chunk_s']:g} / {r['lookahead_s']:g}"
-                                + f" {r['model']}" + (f" ({r['files']} files)" if r.get("files", data["files"]) != data["files"] else "")
-                                + (" **(default)**" if r["default"] else "")})
-    cols = {"n": "#", "setting": "left / chunk / look-ahead (s)", "wer": "WER", "wer_rel": "vs offline",
-            "cer_vs_offline": "CER vs offline", "latency_p50_ms": "word latency p50 (ms)",
-            "latency_p95_ms": "p95 (ms)", "appear_p50_ms": "word shown p50 (ms)",
-            "rtf_base": f"compute / audio (base, {data.get('threads', 2)} thr)", "revised_share": "partial words revised"}
-    anchor_rows = [{"n": "–", "setting": a["anchor"], "wer": a["wer"], "latency_p50_ms": a["latency_p50_ms"],
-                    "latency_p95_ms": a["latency_p95_ms"], "rtf_base": a["rtf_base"],
-                    "wer_rel": f"{(a['wer'] / data['offline_wer'] - 1) * 100:+.1f} %"} for a in anchors]
+        rows.append(
+            {
+                **r,
+                "n": n,
+                "wer_rel": f"{(r['wer'] / r['wer_offline'] - 1) * 100:+.1f} %",
+                "setting": f"{r['left_context_s']:g} / {r['chunk_s']:g} / {r['lookahead_s']:g}"
+                + f" {r['model']}"
+                + (f" ({r['files']} files)" if r.get("files", data["files"]) != data["files"] else "")
+                + (" **(default)**" if r["default"] else ""),
+            }
+        )
+    cols = {
+        "n": "#",
+        "setting": "left / chunk / look-ahead (s)",
+        "wer": "WER",
+        "wer_rel": "vs offline",
+        "cer_vs_offline": "CER vs offline",
+        "latency_p50_ms": "word latency p50 (ms)",
+        "latency_p95_ms": "p95 (ms)",
+        "appear_p50_ms": "word shown p50 (ms)",
+        "rtf_base": f"compute / audio (base, {data.get('threads', 2)} thr)",
+        "revised_share": "partial words revised",
+    }
+    anchor_rows = [
+        {
+            "n": "–",
+            "setting": a["anchor"],
+            "wer": a["wer"],
+            "latency_p50_ms": a["latency_p50_ms"],
+            "latency_p95_ms": a["latency_p95_ms"],
+            "rtf_base": a["rtf_base"],
+            "wer_rel": f"{(a['wer'] / data['offline_wer'] - 1) * 100:+.1f} %",
+        }
+        for a in anchors
+    ]
     table = markdown_table([_cells(r) for r in rows + anchor_rows], cols)
-    summary = (f"{data['files']} tts-dev files ({data['audio_s'] / 60:.1f} min), stand-in model; offline WER "
-               f"{data['offline_wer']:.3f}. Latency and compute are base-960h-sized (random-weight "
-               f"`Wav2Vec2Config()`), {data.get('threads', 2)} CPU threads, single stream. Word latency: audio time a "
-               f"word ends -> its final spelling first shown (partial or final); 'word shown': first shown within "
-               f"50 % CER of its final spelling (the stand-in's spellings flip more than a real model's). "
-               f"fp32/int8/bf16: `--precision`; recompute: `--state-reuse off --feature-reuse off` (the whole "
-               f"window each time, the previous default); features: `--state-reuse off` (exact feature reuse); state: "
-               f"transformer state reuse (the `serve` default). A bf16 row with fewer files and no latency ran where "
-               f"bf16 is emulated (no native BF16 on this CPU): accuracy only.")
+    summary = (
+        f"{data['files']} tts-dev files ({data['audio_s'] / 60:.1f} min), stand-in model; offline WER "
+        f"{data['offline_wer']:.3f}. Latency and compute are base-960h-sized (random-weight "
+        f"`Wav2Vec2Config()`), {data.get('threads', 2)} CPU threads, single stream. Word latency: audio time a "
+        f"word ends -> its final spelling first shown (partial or final); 'word shown': first shown within "
+        f"50 % CER of its final spelling (the stand-in's spellings flip more than a real model's). "
+        f"fp32/int8/bf16: `--precision`; recompute: `--state-reuse off --feature-reuse off` (the whole "
+        f"window each time, the previous default); features: `--state-reuse off` (exact feature reuse); state: "
+        f"transformer state reuse (the `serve` default). A bf16 row with fewer files and no latency ran where "
+        f"bf16 is emulated (no native BF16 on this CPU): accuracy only."
+    )
     plot(results, anchors, RESULTS / "accuracy.png")
     md = table + "\n\n" + summary + "\n\n![WER vs latency](bench/results/accuracy.png)\n"
     (RESULTS / "accuracy.md").write_text(md)

@@ -294,9 +294,7 @@ async def stream_session(url: str, session: Session, phrases: Sequence[str] | No
                 elif isinstance(event, Final):
                     clock = max(clock, event.end)
                     found = [(p.phrase, p.score) for p in event.phrases]
-                    hits = pending.pop(event.segment, []) + matcher.feed_final(
-                        event.segment, event.text, clock, found
-                    )
+                    hits = pending.pop(event.segment, []) + matcher.feed_final(event.segment, event.text, clock, found)
                     segments.append(
                         SegmentResult(event.segment, event.text, event.start, event.end, bool(event.words), hits, found)
                     )
@@ -386,7 +384,7 @@ def aligned_span(ref: str, hyp: str, span: tuple[int, int]) -> str:
             j -= 1
         at.setdefault(i, []).append(j)
     start, end = max(at[span[0]]), min(at[span[1]])  # inserted letters at the edges stay outside
-    return hyp[start:max(start, end)].strip()
+    return hyp[start : max(start, end)].strip()
 
 
 def rate(part: int, whole: int) -> float | None:
@@ -479,25 +477,46 @@ def voice_table(per_voice: dict[str, dict[str, dict[str, Any]]]) -> str:
     rows = []
     for label, v in per_voice.items():
         a, b = v["A"], v["B"]
-        rows.append({
-            "voice": label,
-            "A": f"{a['correct']}/{a['commands']}",
-            "B": f"{b['correct']}/{b['commands']}",
-            "wA": a["wrong"], "wB": b["wrong"],
-            "fA": f"{a['false_triggers']}/{a['distractors']}", "fB": f"{b['false_triggers']}/{b['distractors']}",
-            "cA": f"{a['command_cer']:.2f}" if a["command_cer"] is not None else "—",
-            "cB": f"{b['command_cer']:.2f}" if b["command_cer"] is not None else "—",
-        })
-    return markdown_table(rows, dict([("voice", "voice"), ("A", "correct A"), ("B", "correct B"), ("wA", "wrong A"),
-                                 ("wB", "wrong B"), ("fA", "false trig. A"), ("fB", "false trig. B"),
-                                 ("cA", "cmd CER A"), ("cB", "cmd CER B")]))
+        rows.append(
+            {
+                "voice": label,
+                "A": f"{a['correct']}/{a['commands']}",
+                "B": f"{b['correct']}/{b['commands']}",
+                "wA": a["wrong"],
+                "wB": b["wrong"],
+                "fA": f"{a['false_triggers']}/{a['distractors']}",
+                "fB": f"{b['false_triggers']}/{b['distractors']}",
+                "cA": f"{a['command_cer']:.2f}" if a["command_cer"] is not None else "—",
+                "cB": f"{b['command_cer']:.2f}" if b["command_cer"] is not None else "—",
+            }
+        )
+    return markdown_table(
+        rows,
+        dict(
+            [
+                ("voice", "voice"),
+                ("A", "correct A"),
+                ("B", "correct B"),
+                ("wA", "wrong A"),
+                ("wB", "wrong B"),
+                ("fA", "false trig. A"),
+                ("fB", "false trig. B"),
+                ("cA", "cmd CER A"),
+                ("cB", "cmd CER B"),
+            ]
+        ),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="20 utterances instead of 156")
-    parser.add_argument("--url", default=None, help="use a running server instead of starting one in-process (its catch-up windows "
-                        "make results vary slightly run to run)")
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="use a running server instead of starting one in-process (its catch-up windows "
+        "make results vary slightly run to run)",
+    )
     args = parser.parse_args(argv)
 
     begun = time.perf_counter()
@@ -508,8 +527,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sessions = build_sessions(utterances)
     audio_s = sum(len(s.audio) for s in sessions) / RATE
     synth_s = time.perf_counter() - begun
-    print(f"{len(utterances)} utterances, {len(sessions)} sessions, {audio_s:.0f} s of audio "
-          f"(synthesis/cache {synth_s:.1f} s)", file=sys.stderr)
+    print(
+        f"{len(utterances)} utterances, {len(sessions)} sessions, {audio_s:.0f} s of audio "
+        f"(synthesis/cache {synth_s:.1f} s)",
+        file=sys.stderr,
+    )
 
     handle = None
     url = args.url
@@ -531,9 +553,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handle is not None:
             handle.stop()
 
-    groups = {"all": utterances,
-              "espeak": [u for u in utterances if u.voice.family == "espeak"],
-              "flite": [u for u in utterances if u.voice.family == "flite"]}
+    groups = {
+        "all": utterances,
+        "espeak": [u for u in utterances if u.voice.family == "espeak"],
+        "flite": [u for u in utterances if u.voice.family == "flite"],
+    }
     groups = {g: us for g, us in groups.items() if us}
     metrics = {g: {v: score(us, runs[v]["utterances"]) for v in runs} for g, us in groups.items()}
     per_voice = {
@@ -543,27 +567,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
 
     n_cmd = sum(1 for u in utterances if u.command)
-    md = "\n".join([
-        f"{n_cmd} command utterances ({len(COMMANDS)} commands in carrier words) and "
-        f"{len(utterances) - n_cmd} near-miss distractors, {len(voices)} TTS voices "
-        f"({', '.join(v.label for v in voices)}), {len(sessions)} sessions with {GAP_S:g} s pauses "
-        f"({audio_s:.0f} s of audio), stand-in model, `CommandMatcher` with the `clients.commands` defaults "
-        f"(threshold 0.8). A: no `phrases`; B: the {len(COMMANDS)} commands as `phrases` (default boost). "
-        f"Correct = exactly the right command fired; wrong = another command fired too or instead.",
-        "",
-        table(metrics, list(groups)),
-        "",
-        "Per voice:",
-        "",
-        voice_table(per_voice),
-        "",
-        f"Segments spanning two utterances: A {runs['A']['merged_segments']}, B {runs['B']['merged_segments']}; "
-        f"command utterances split over several segments: A {metrics['all']['A']['split_commands']}, "
-        f"B {metrics['all']['B']['split_commands']}. "
-        f"Hits by source (A / B): {metrics['all']['A']['hits_by_source']} / {metrics['all']['B']['hits_by_source']}. "
-        f"Full run {time.perf_counter() - begun:.0f} s{' (--quick)' if args.quick else ''}; "
-        f"regenerate with `python bench/commands.py`.",
-    ])
+    md = "\n".join(
+        [
+            f"{n_cmd} command utterances ({len(COMMANDS)} commands in carrier words) and "
+            f"{len(utterances) - n_cmd} near-miss distractors, {len(voices)} TTS voices "
+            f"({', '.join(v.label for v in voices)}), {len(sessions)} sessions with {GAP_S:g} s pauses "
+            f"({audio_s:.0f} s of audio), stand-in model, `CommandMatcher` with the `clients.commands` defaults "
+            f"(threshold 0.8). A: no `phrases`; B: the {len(COMMANDS)} commands as `phrases` (default boost). "
+            f"Correct = exactly the right command fired; wrong = another command fired too or instead.",
+            "",
+            table(metrics, list(groups)),
+            "",
+            "Per voice:",
+            "",
+            voice_table(per_voice),
+            "",
+            f"Segments spanning two utterances: A {runs['A']['merged_segments']}, B {runs['B']['merged_segments']}; "
+            f"command utterances split over several segments: A {metrics['all']['A']['split_commands']}, "
+            f"B {metrics['all']['B']['split_commands']}. "
+            f"Hits by source (A / B): {metrics['all']['A']['hits_by_source']} / {metrics['all']['B']['hits_by_source']}. "
+            f"Full run {time.perf_counter() - begun:.0f} s{' (--quick)' if args.quick else ''}; "
+            f"regenerate with `python bench/commands.py`.",
+        ]
+    )
     print(md)
 
     data = {
@@ -574,8 +600,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "commands": COMMANDS,
         "carriers": CARRIERS,
         "distractors": DISTRACTORS[:8] if args.quick else DISTRACTORS,
-        "settings": {"gap_s": GAP_S, "session_size": SESSION_SIZE, "frame_s": FRAME_S,
-                     "concurrency": CONCURRENCY, "clock": "audio (end of last final)"},
+        "settings": {
+            "gap_s": GAP_S,
+            "session_size": SESSION_SIZE,
+            "frame_s": FRAME_S,
+            "concurrency": CONCURRENCY,
+            "clock": "audio (end of last final)",
+        },
         "audio_s": round(audio_s, 1),
         "sessions": len(sessions),
         "wall_s": {v: round(r["wall_s"], 1) for v, r in runs.items()},
@@ -583,11 +614,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "metrics": metrics,
         "per_voice": per_voice,
         "utterances": [
-            {"id": u.uid, "voice": u.voice.label, "text": u.text, "command": u.command,
-             **{f"fired_{v}": r["utterances"][u.uid].fired for v, r in runs.items()},
-             **{f"sources_{v}": r["utterances"][u.uid].sources for v, r in runs.items()},
-             **{f"heard_{v}": " / ".join(r["utterances"][u.uid].texts) for v, r in runs.items()},
-             "server_phrases_B": runs["B"]["utterances"][u.uid].server_phrases}
+            {
+                "id": u.uid,
+                "voice": u.voice.label,
+                "text": u.text,
+                "command": u.command,
+                **{f"fired_{v}": r["utterances"][u.uid].fired for v, r in runs.items()},
+                **{f"sources_{v}": r["utterances"][u.uid].sources for v, r in runs.items()},
+                **{f"heard_{v}": " / ".join(r["utterances"][u.uid].texts) for v, r in runs.items()},
+                "server_phrases_B": runs["B"]["utterances"][u.uid].server_phrases,
+            }
             for u in utterances
         ],
     }

@@ -35,6 +35,7 @@ def tts_dev_rows() -> list[dict[str, Any]]:
 
 def machine_info() -> dict[str, Any]:
     """What a reader needs to compare numbers across machines."""
+
     def version(pkg: str) -> str | None:
         try:
             return metadata.version(pkg)

@@ -35,8 +35,16 @@ import numpy as np
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (REPO, STANDIN_MODEL, machine_info, markdown_table, percentile, tts_dev_rows,  # noqa: E402
-                    update_readme, write_results)
+from common import (
+    REPO,
+    STANDIN_MODEL,
+    machine_info,
+    markdown_table,
+    percentile,
+    tts_dev_rows,  # noqa: E402
+    update_readme,
+    write_results,
+)
 
 sys.path.insert(0, str(REPO))
 from streaming_asr.audio import read_audio  # noqa: E402
@@ -49,10 +57,33 @@ BASE_STREAMS = 2  # base-size int8 streams this 2-core machine holds with room t
 
 
 def start_server(model: Path, *extra: str) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, "-m", "streaming_asr", "serve", "--model", str(model),
-                             "--port", "0", "--device", "cpu", "--max-load", "0", "--idle-timeout", "300",
-                             "--max-sessions", "64", "--max-uploads", "4", *extra],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streaming_asr",
+            "serve",
+            "--model",
+            str(model),
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+            "--max-load",
+            "0",
+            "--idle-timeout",
+            "300",
+            "--max-sessions",
+            "64",
+            "--max-uploads",
+            "4",
+            *extra,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     return proc, int(line.split()[3].rsplit(":", 1)[1].split("/")[0])
 
@@ -116,7 +147,7 @@ async def vosk(port: int, pcm: bytes, pace: float = 0, seen: Callable[[float], N
             if pace:
                 await asyncio.sleep(max(0.0, t0 + n * CHUNK_S / pace - time.perf_counter()))
             sent_at = time.perf_counter()
-            await ws.send(pcm[i:i + step])
+            await ws.send(pcm[i : i + step])
             reply = json.loads(await ws.recv())
             if reply.get("partial") and reply["partial"] != last_partial and seen:  # new text: a window completed
                 seen(time.perf_counter() - sent_at)
@@ -145,7 +176,7 @@ async def _send_paced(ws: Any, pcm: bytes, pace: float, sent: list[float]) -> No
     for n, i in enumerate(range(0, len(pcm), step)):
         if pace:
             await asyncio.sleep(max(0.0, t0 + n * CHUNK_S / pace - time.perf_counter()))
-        await ws.send(pcm[i:i + step])
+        await ws.send(pcm[i : i + step])
         sent.append(time.perf_counter())
 
 
@@ -167,9 +198,25 @@ async def accuracy(port: int, rows: list[dict[str, Any]], run: Callable[..., Awa
 
 
 def offline_texts(rows: list[dict[str, Any]]) -> list[str]:
-    out = subprocess.run([sys.executable, "-m", "streaming_asr", "transcribe", "--model", str(STANDIN_MODEL),
-                          "--device", "cpu", "--json", "--no-progress", *[str(r["wav"]) for r in rows]],
-                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streaming_asr",
+            "transcribe",
+            "--model",
+            str(STANDIN_MODEL),
+            "--device",
+            "cpu",
+            "--json",
+            "--no-progress",
+            *[str(r["wav"]) for r in rows],
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [json.loads(line)["text"] for line in out.splitlines() if line.strip()]
 
 
@@ -181,9 +228,15 @@ async def delays(port: int, audio: list[bytes], run: Callable[..., Awaitable[str
 
 def score(name: str, refs: list[str], hyps: list[str], base: list[str]) -> dict[str, Any]:
     """Corpus rates (errors summed over files), and how far `hyps` are from the `base` endpoint's texts."""
-    return {"endpoint": name, "files": len(hyps), "wer": corpus_wer(refs, hyps), "cer": corpus_cer(refs, hyps),
-            "wer_vs_base": corpus_wer(refs, hyps) - corpus_wer(refs, base), "cer_between": corpus_cer(base, hyps),
-            "identical_files": sum(h == x for h, x in zip(hyps, base))}
+    return {
+        "endpoint": name,
+        "files": len(hyps),
+        "wer": corpus_wer(refs, hyps),
+        "cer": corpus_cer(refs, hyps),
+        "wer_vs_base": corpus_wer(refs, hyps) - corpus_wer(refs, base),
+        "cer_between": corpus_cer(base, hyps),
+        "identical_files": sum(h == x for h, x in zip(hyps, base)),
+    }
 
 
 def measure_accuracy(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -221,8 +274,9 @@ def stream_audio(seconds: float) -> list[bytes]:
 LIVE = {"v1": v1, "deepgram": deepgram, "vosk": vosk}
 
 
-def measure_delays(model: Path, extra: tuple[str, ...], streams: int, names: tuple[str, ...], seconds: float,
-                   rounds: int, upload: Path) -> list[dict[str, Any]]:
+def measure_delays(
+    model: Path, extra: tuple[str, ...], streams: int, names: tuple[str, ...], seconds: float, rounds: int, upload: Path
+) -> list[dict[str, Any]]:
     """Rounds of each named variant (a live protocol, or "v1 + 2 uploads"), interleaved so drift hits all alike."""
     audio = stream_audio(seconds)[:streams]
     proc, port = start_server(model, *extra)
@@ -253,8 +307,17 @@ def measure_delays(model: Path, extra: tuple[str, ...], streams: int, names: tup
     finally:
         proc.terminate()
         proc.wait(30)
-    lat = [{"model": model.name, "streams": streams, "endpoint": name, "partials": len(d),
-            "p50_ms": 1000 * percentile(d, 50), "p95_ms": 1000 * percentile(d, 95)} for name, d in seen.items()]
+    lat = [
+        {
+            "model": model.name,
+            "streams": streams,
+            "endpoint": name,
+            "partials": len(d),
+            "p50_ms": 1000 * percentile(d, 50),
+            "p95_ms": 1000 * percentile(d, 95),
+        }
+        for name, d in seen.items()
+    ]
     for row in lat:
         row["p50_added_ms"] = row["p50_ms"] - lat[0]["p50_ms"]
         row["p95_added_ms"] = row["p95_ms"] - lat[0]["p95_ms"]
@@ -271,8 +334,12 @@ def main() -> None:
     ap.add_argument("--delay-only", action="store_true", help="rerun the delays; keep the last run's accuracy")
     args = ap.parse_args()
     rows = tts_dev_rows()[: args.files or None]
-    results: dict[str, Any] = {"machine": machine_info(), "files": len(rows), "chunk_s": CHUNK_S,
-                               "base_model": "Wav2Vec2ForCTC(Wav2Vec2Config()) random weights, " + " ".join(PRECISION)}
+    results: dict[str, Any] = {
+        "machine": machine_info(),
+        "files": len(rows),
+        "chunk_s": CHUNK_S,
+        "base_model": "Wav2Vec2ForCTC(Wav2Vec2Config()) random weights, " + " ".join(PRECISION),
+    }
     if args.delay_only:  # keep the accuracy table of the last full run
         old = json.loads((REPO / "bench" / "results" / "compat.json").read_text())
         results["files"], results["accuracy_machine"] = old["files"], old["machine"]
@@ -280,28 +347,59 @@ def main() -> None:
     else:
         acc = results["accuracy"] = measure_accuracy(rows)
     upload = max(tts_dev_rows(), key=lambda r: r["duration_s"])["wav"]
-    lat = measure_delays(STANDIN_MODEL, (), STREAMS, ("v1", "deepgram", "vosk", "v1 + 2 uploads"),
-                         args.seconds, args.rounds, upload)
+    lat = measure_delays(
+        STANDIN_MODEL, (), STREAMS, ("v1", "deepgram", "vosk", "v1 + 2 uploads"), args.seconds, args.rounds, upload
+    )
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "wav2vec2-base-random"
         save_random_base_model(model)
         for window in ("20", "4"):  # the CLI's chunking (the default), and shorter upload windows
-            rows_w = measure_delays(model, (*PRECISION, "--upload-window", window), BASE_STREAMS,
-                                    ("v1", "v1 + 2 uploads"), args.seconds, args.rounds, upload)
+            rows_w = measure_delays(
+                model,
+                (*PRECISION, "--upload-window", window),
+                BASE_STREAMS,
+                ("v1", "v1 + 2 uploads"),
+                args.seconds,
+                args.rounds,
+                upload,
+            )
             rows_w[1]["endpoint"] = f"v1 + 2 uploads, --upload-window {window}"
             lat += rows_w
     results["delay"] = lat
     write_results("compat", results)
-    md = ("Accuracy on tts-dev (stand-in model; 4 files at a time):\n\n" + markdown_table(acc, {
-        "endpoint": "endpoint", "files": "files", "wer": "WER", "wer_vs_base": "WER vs v1 / offline",
-        "cer_between": "CER vs v1 / offline", "identical_files": "identical texts"})
+    md = (
+        "Accuracy on tts-dev (stand-in model; 4 files at a time):\n\n"
+        + markdown_table(
+            acc,
+            {
+                "endpoint": "endpoint",
+                "files": "files",
+                "wer": "WER",
+                "wer_vs_base": "WER vs v1 / offline",
+                "cer_between": "CER vs v1 / offline",
+                "identical_files": "identical texts",
+            },
+        )
         + f"\n\nPartial delay: concurrent real-time streams of {args.seconds:g} s in 0.2 s messages, "
         f"{args.rounds} interleaved rounds; the stand-in model at {STREAMS} streams, and the base-size "
         f"architecture ({' '.join(PRECISION)}) at {BASE_STREAMS}; uploads: 2 clients uploading a "
         f"{max(r['duration_s'] for r in tts_dev_rows()):.0f} s file back to back. Added: against v1 on the same server.\n\n"
-        + markdown_table(lat, {"model": "model", "streams": "streams", "endpoint": "endpoint", "partials": "partials", "p50_ms": "p50 (ms)",
-                               "p95_ms": "p95 (ms)", "p50_added_ms": "p50 added (ms)",
-                               "p95_added_ms": "p95 added (ms)", "uploads_done": "uploads done"}) + "\n")
+        + markdown_table(
+            lat,
+            {
+                "model": "model",
+                "streams": "streams",
+                "endpoint": "endpoint",
+                "partials": "partials",
+                "p50_ms": "p50 (ms)",
+                "p95_ms": "p95 (ms)",
+                "p50_added_ms": "p50 added (ms)",
+                "p95_added_ms": "p95 added (ms)",
+                "uploads_done": "uploads done",
+            },
+        )
+        + "\n"
+    )
     (REPO / "bench" / "results" / "compat.md").write_text(md)
     update_readme("compat", md)
     print(md)

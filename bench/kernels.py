@@ -32,9 +32,11 @@ from streaming_asr.config import SERVE_DEFAULT, StreamConfig  # noqa: E402
 from streaming_asr.model import CtcModel, ModelInput, cpu_has_native_bf16  # noqa: E402
 from streaming_asr.session import StreamingSession  # noqa: E402
 
-PATHS = {"recompute": StreamConfig(feature_reuse=False, state_reuse=False),
-         "features": StreamConfig(feature_reuse=True, state_reuse=False),
-         "state": SERVE_DEFAULT}
+PATHS = {
+    "recompute": StreamConfig(feature_reuse=False, state_reuse=False),
+    "features": StreamConfig(feature_reuse=True, state_reuse=False),
+    "state": SERVE_DEFAULT,
+}
 SPLITS = [(1, 2), (2, 1)]  # (workers, torch threads each) on 2 cores
 
 
@@ -99,19 +101,30 @@ def main() -> int:
             for workers, threads in SPLITS:
                 for batch in batches:
                     ms = time_cell(model, item, batch, workers, threads, args.seconds)
-                    row = {"precision": precision, "path": path, "workers": workers, "threads": threads,
-                           "batch": batch, "ms_per_window": round(ms, 1),
-                           "streams_at_100pct": round(1000 * cfg.chunk_s / ms, 1)}
+                    row = {
+                        "precision": precision,
+                        "path": path,
+                        "workers": workers,
+                        "threads": threads,
+                        "batch": batch,
+                        "ms_per_window": round(ms, 1),
+                        "streams_at_100pct": round(1000 * cfg.chunk_s / ms, 1),
+                    }
                     rows.append(row)
-                    print(f"  {precision} {path:9s} {workers}x{threads} batch {batch}: {ms:6.1f} ms/window "
-                          f"-> {row['streams_at_100pct']} streams", flush=True)
-    base = {(r["precision"], r["path"]): r["ms_per_window"] for r in rows
-            if (r["workers"], r["batch"]) == (1, 1)}
+                    print(
+                        f"  {precision} {path:9s} {workers}x{threads} batch {batch}: {ms:6.1f} ms/window "
+                        f"-> {row['streams_at_100pct']} streams",
+                        flush=True,
+                    )
+    base = {(r["precision"], r["path"]): r["ms_per_window"] for r in rows if (r["workers"], r["batch"]) == (1, 1)}
     for r in rows:
         r["speed_vs_1x2_batch1"] = round(base[(r["precision"], r["path"])] / r["ms_per_window"], 2)
-    data = {"machine": machine_info(), "geometry": {k: getattr(SERVE_DEFAULT, k) for k in
-                                                    ("chunk_s", "left_context_s", "lookahead_s")},
-            "seconds_per_cell": args.seconds, "rows": rows}
+    data = {
+        "machine": machine_info(),
+        "geometry": {k: getattr(SERVE_DEFAULT, k) for k in ("chunk_s", "left_context_s", "lookahead_s")},
+        "seconds_per_cell": args.seconds,
+        "rows": rows,
+    }
     write_results("kernels", data)
     md = report(data)
     print(md)
@@ -121,15 +134,24 @@ def main() -> int:
 
 
 def report(data: dict[str, Any]) -> str:
-    cols = {"precision": "precision", "path": "window path", "workers": "workers", "threads": "threads each",
-            "batch": "batch", "ms_per_window": "ms per window", "speed_vs_1x2_batch1": "speed vs 1x2, batch 1",
-            "streams_at_100pct": "streams at 100 % busy"}
+    cols = {
+        "precision": "precision",
+        "path": "window path",
+        "workers": "workers",
+        "threads": "threads each",
+        "batch": "batch",
+        "ms_per_window": "ms per window",
+        "speed_vs_1x2_batch1": "speed vs 1x2, batch 1",
+        "streams_at_100pct": "streams at 100 % busy",
+    }
     g = data["geometry"]
-    md = (markdown_table(data["rows"], cols) + "\n\n"
-          f"Base-size model (random weights), {data['machine']['cpu_count']} cores, geometry "
-          f"{g['left_context_s']:g} / {g['chunk_s']:g} / {g['lookahead_s']:g} s (left / chunk / look-ahead); "
-          "recompute: the whole window each time; features: exact feature reuse; state: transformer state reuse "
-          "(the `serve` default). Streams at 100 % busy = chunk / window cost: the ceiling before queueing.\n")
+    md = (
+        markdown_table(data["rows"], cols) + "\n\n"
+        f"Base-size model (random weights), {data['machine']['cpu_count']} cores, geometry "
+        f"{g['left_context_s']:g} / {g['chunk_s']:g} / {g['lookahead_s']:g} s (left / chunk / look-ahead); "
+        "recompute: the whole window each time; features: exact feature reuse; state: transformer state reuse "
+        "(the `serve` default). Streams at 100 % busy = chunk / window cost: the ceiling before queueing.\n"
+    )
     (RESULTS / "kernels.md").write_text(md)
     return md
 

@@ -66,8 +66,14 @@ from load_report import DEFINITION, MAX_DELAY_S, largest_real_time, report, summ
 
 from streaming_asr.model.precision import cpu_has_native_bf16  # noqa: E402  (reads CPU flags; no torch)
 
-PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer_config.json", "vocab.json",
-                   "special_tokens_map.json", "added_tokens.json")
+PROCESSOR_FILES = (
+    "preprocessor_config.json",
+    "processor_config.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 FULL_CLIENTS = (1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24, 32)
 LISTEN_RE = re.compile(r"listening on ws://([\d.]+):(\d+)(/\S*)")
 # the previous default: every window recomputed, one worker, its geometry (1.28 s left, 0.64 s chunk)
@@ -114,8 +120,9 @@ def offline_limit(model_dir: Path, precision: str, threads: int, seconds: float 
         "    t = time.perf_counter(); m([x]); runs.append(time.perf_counter() - t)\n"
         f"print(min(runs) / {seconds})\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(model_dir)], check=True, capture_output=True, text=True,
-                         cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(model_dir)], check=True, capture_output=True, text=True, cwd=REPO
+    )
     rtf = float(out.stdout.strip().splitlines()[-1])
     return {"precision": precision, "rtf": round(rtf, 4), "streams_at_100pct": round(1 / rtf, 1)}
 
@@ -160,9 +167,25 @@ def start_server(name: str, model_dir: Path, extra_args: str, max_sessions: int,
     while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):  # leading NAME=VALUE: the server's environment
         key, _, value = words.pop(0).partition("=")
         env[key] = value
-    cmd = [sys.executable, "-m", "streaming_asr", "serve", "--host", "127.0.0.1", "--port", "0",
-           "--model", str(model_dir), "--device", "cpu", "--max-sessions", str(max_sessions),
-           "--idle-timeout", "300", *words]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streaming_asr",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--model",
+        str(model_dir),
+        "--device",
+        "cpu",
+        "--max-sessions",
+        str(max_sessions),
+        "--idle-timeout",
+        "300",
+        *words,
+    ]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
     assert proc.stdout is not None
@@ -217,8 +240,9 @@ async def run_load(server: ServerProc, streams: list[np.ndarray], chunk_s: float
     audio_s = streams[0].size / RATE
     timeout_s = min(600.0, max(60.0, 2 * audio_s * n))
     t_start = time.monotonic()
-    results = await asyncio.gather(*(run_client(server.ws_url, s, rng.uniform(0, chunk_s), timeout_s)
-                                     for s in streams), return_exceptions=True)
+    results = await asyncio.gather(
+        *(run_client(server.ws_url, s, rng.uniform(0, chunk_s), timeout_s) for s in streams), return_exceptions=True
+    )
     wall = time.monotonic() - t_start
     cpu = server.ps.cpu_percent(None)
     cpu1 = (_busy(psutil.cpu_times()), _proc_cpu(server.ps), _proc_cpu(me))
@@ -244,30 +268,43 @@ async def run_load(server: ServerProc, streams: list[np.ndarray], chunk_s: float
     batches = b1.get("batches", 0) - b0.get("batches", 0)
     workers = health1.get("model_workers", 1)
     row: dict[str, Any] = {
-        "variant": server.name, "clients": n, "audio_s": round(audio_s, 2), "wall_s": round(wall, 2),
-        "partial_p50_s": _r(percentile(delays, 50)), "partial_p95_s": _r(percentile(delays, 95)),
+        "variant": server.name,
+        "clients": n,
+        "audio_s": round(audio_s, 2),
+        "wall_s": round(wall, 2),
+        "partial_p50_s": _r(percentile(delays, 50)),
+        "partial_p95_s": _r(percentile(delays, 95)),
         "partial_max_s": _r(max(delays) if delays else None),
         "lag_growth_s": _r(statistics.median(last) - statistics.median(first)) if first else None,
         "final_p50_s": _r(percentile(finals, 50)),
         "send_slip_p95_s": _r(percentile(slips, 95)),
         "partials": len(delays),
-        "server_cpu_pct": round(cpu, 1), "background_cpu_pct": round(max(0.0, background), 1),
+        "server_cpu_pct": round(cpu, 1),
+        "background_cpu_pct": round(max(0.0, background), 1),
         "server_rss_peak_mb": round(max(r for _, r in trace) / 2**20, 1),
         "mean_batch": _r((b1.get("windows", 0) - b0.get("windows", 0)) / batches if batches else None),
         "model_busy_pct": round(100 * (b1.get("compute_s", 0.0) - b0.get("compute_s", 0.0)) / (wall * workers), 1),
-        "model_workers": workers, "precision": health1.get("precision"), "state_reuse": health1.get("state_reuse"),
+        "model_workers": workers,
+        "precision": health1.get("precision"),
+        "state_reuse": health1.get("state_reuse"),
         "feature_reuse": health1.get("feature_reuse"),
-        "sessions_closed": sum(r.closed for r in ok), "errors": errors[:10],
+        "sessions_closed": sum(r.closed for r in ok),
+        "errors": errors[:10],
     }
     row["real_time"] = is_real_time(row, chunk_s, n)
     return row
 
 
 def is_real_time(row: dict[str, Any], chunk_s: float, n: int) -> bool:
-    return (row["partial_p95_s"] is not None and row["partial_p95_s"] <= MAX_DELAY_S
-            and row["lag_growth_s"] is not None and row["lag_growth_s"] <= 0.5 * chunk_s
-            and (row["send_slip_p95_s"] or 0.0) <= FRAME_S
-            and row["sessions_closed"] == n and not row["errors"])
+    return (
+        row["partial_p95_s"] is not None
+        and row["partial_p95_s"] <= MAX_DELAY_S
+        and row["lag_growth_s"] is not None
+        and row["lag_growth_s"] <= 0.5 * chunk_s
+        and (row["send_slip_p95_s"] or 0.0) <= FRAME_S
+        and row["sessions_closed"] == n
+        and not row["errors"]
+    )
 
 
 def clearly_broken(rows: list[dict[str, Any]]) -> bool:
@@ -321,9 +358,16 @@ async def soak(server: ServerProc, streams: list[np.ndarray], chunk_s: float, se
     ys = np.array([r / 2**20 for _, r in trace])
     warm = xs >= xs[-1] / 5
     slope = float(np.polyfit(xs[warm], ys[warm], 1)[0]) * 3600 if warm.sum() > 2 else None
-    return {"variant": server.name, "clients": len(streams), "seconds": round(xs[-1], 1), "sessions": sessions[0],
-            "rss_start_mb": round(float(ys[warm][0]), 1), "rss_end_mb": round(float(ys[-1]), 1),
-            "rss_max_mb": round(float(ys.max()), 1), "rss_slope_mb_per_h": _r(slope, 1)}
+    return {
+        "variant": server.name,
+        "clients": len(streams),
+        "seconds": round(xs[-1], 1),
+        "sessions": sessions[0],
+        "rss_start_mb": round(float(ys[warm][0]), 1),
+        "rss_end_mb": round(float(ys[-1]), 1),
+        "rss_max_mb": round(float(ys.max()), 1),
+        "rss_slope_mb_per_h": _r(slope, 1),
+    }
 
 
 async def bench(args: argparse.Namespace, model_dir: Path, log_dir: Path) -> dict[str, Any]:
@@ -331,15 +375,19 @@ async def bench(args: argparse.Namespace, model_dir: Path, log_dir: Path) -> dic
     streams = client_streams(max(counts), args.audio_s, args.seed)
     # the built-in variants run without admission (this bench finds the limit itself); --variant args say all
     common = "" if args.variant else " --max-load 0"
-    servers = [start_server(label, model_dir, extra + common, max(counts) + 4, log_dir) for label, extra in args.variants]
+    servers = [
+        start_server(label, model_dir, extra + common, max(counts) + 4, log_dir) for label, extra in args.variants
+    ]
     try:
         for s in servers:
             await warm_up(s.ws_url, streams[0])
         engines: dict[str, dict[str, Any]] = {}
         for s in servers:  # each variant's own geometry: its chunk sets its lag-growth limit
             probe = await run_client(s.ws_url, streams[0][: 2 * RATE], 0.0, 60)
-            engines[s.name] = {k: probe.ready[k] for k in ("chunk_s", "left_context_s", "lookahead_s", "frame_s",
-                                                           "endpoint_silence_s", "max_segment_s")}
+            engines[s.name] = {
+                k: probe.ready[k]
+                for k in ("chunk_s", "left_context_s", "lookahead_s", "frame_s", "endpoint_silence_s", "max_segment_s")
+            }
         default = next((s for s in servers if s.args == ""), servers[0])
         engine = engines[default.name]
         rows: dict[str, list[dict[str, Any]]] = {s.name: [] for s in servers}
@@ -357,11 +405,14 @@ async def bench(args: argparse.Namespace, model_dir: Path, log_dir: Path) -> dic
                     again["retried"] = True
                     row = again if again["background_cpu_pct"] < row["background_cpu_pct"] else row
                 done.append(row)
-                print(f"  {server.name:42s} N={n:3d}  delay p50 {row['partial_p50_s']} p95 {row['partial_p95_s']} s"
-                      f"  growth {row['lag_growth_s']}  slip {row['send_slip_p95_s']}  batch {row['mean_batch']}"
-                      f"  busy {row['model_busy_pct']}%  rss {row['server_rss_peak_mb']} MB  bg {row['background_cpu_pct']}%"
-                      f"  {'REAL TIME' if row['real_time'] else 'not real time'}"
-                      + (f"  errors {row['errors'][:2]}" if row["errors"] else ""), flush=True)
+                print(
+                    f"  {server.name:42s} N={n:3d}  delay p50 {row['partial_p50_s']} p95 {row['partial_p95_s']} s"
+                    f"  growth {row['lag_growth_s']}  slip {row['send_slip_p95_s']}  batch {row['mean_batch']}"
+                    f"  busy {row['model_busy_pct']}%  rss {row['server_rss_peak_mb']} MB  bg {row['background_cpu_pct']}%"
+                    f"  {'REAL TIME' if row['real_time'] else 'not real time'}"
+                    + (f"  errors {row['errors'][:2]}" if row["errors"] else ""),
+                    flush=True,
+                )
                 await asyncio.sleep(1.0)
             if all(clearly_broken(r) for r in rows.values()):
                 break
@@ -374,20 +425,34 @@ async def bench(args: argparse.Namespace, model_dir: Path, log_dir: Path) -> dic
     finally:
         for s in servers:
             s.stop()
-    return {"engine": engine, "engines": engines, "rows": rows, "chunk_s": float(engine["chunk_s"]),
-            "soak": soak_result}
+    return {
+        "engine": engine,
+        "engines": engines,
+        "rows": rows,
+        "chunk_s": float(engine["chunk_s"]),
+        "soak": soak_result,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: N in {1, 2}, 8 s per client, two variants")
-    p.add_argument("--clients", type=lambda s: [int(x) for x in s.split(",")], default=list(FULL_CLIENTS),
-                   help="client counts to try, comma-separated (default: %(default)s)")
+    p.add_argument(
+        "--clients",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=list(FULL_CLIENTS),
+        help="client counts to try, comma-separated (default: %(default)s)",
+    )
     p.add_argument("--max-clients", type=int, default=32, help="largest N to try (%(default)s)")
     p.add_argument("--audio-s", type=float, default=24.0, help="seconds of audio per client (%(default)s)")
     p.add_argument("--only", default=None, help="comma-separated substrings: run only the variants that match")
-    p.add_argument("--variant", action="append", default=[], metavar="LABEL::ARGS",
-                   help="run this variant (label and `serve` args) instead of the built-in list; repeatable")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL::ARGS",
+        help="run this variant (label and `serve` args) instead of the built-in list; repeatable",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads for the limit row (%(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retries", type=int, default=1, help="rerun an N once when other processes were busy")
@@ -423,16 +488,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  limits: {limits}", flush=True)
         out = asyncio.run(bench(args, model_dir, Path(tmp)))
     data = {
-        "bench": "load", "command": " ".join([Path(sys.executable).name, "bench/load.py", *(argv or sys.argv[1:])]),
-        "settings": {"clients_tried": args.clients, "audio_s_per_client": args.audio_s, "frame_s": FRAME_S,
-                     "sample_rate": RATE, "encoding": "pcm_s16le", "variants": dict(variants), "native_bf16": native,
-                     "model": "Wav2Vec2ForCTC(Wav2Vec2Config()) random weights (base-size)", "engine": out["engine"],
-                     "engines": out["engines"],
-                     "seed": args.seed, "quick": args.quick,
-                     "real_time_criteria": {"partial_p95_max_s": MAX_DELAY_S, "lag_growth_max_s": "0.5 x each variant's chunk",
-                                            "send_slip_p95_max_s": FRAME_S}},
-        "definitions": DEFINITION, "machine": machine_info(), "limits": limits, "skipped": skipped,
-        "summary": summarise(out["rows"], limits), "rows": out["rows"], "soak": out["soak"],
+        "bench": "load",
+        "command": " ".join([Path(sys.executable).name, "bench/load.py", *(argv or sys.argv[1:])]),
+        "settings": {
+            "clients_tried": args.clients,
+            "audio_s_per_client": args.audio_s,
+            "frame_s": FRAME_S,
+            "sample_rate": RATE,
+            "encoding": "pcm_s16le",
+            "variants": dict(variants),
+            "native_bf16": native,
+            "model": "Wav2Vec2ForCTC(Wav2Vec2Config()) random weights (base-size)",
+            "engine": out["engine"],
+            "engines": out["engines"],
+            "seed": args.seed,
+            "quick": args.quick,
+            "real_time_criteria": {
+                "partial_p95_max_s": MAX_DELAY_S,
+                "lag_growth_max_s": "0.5 x each variant's chunk",
+                "send_slip_p95_max_s": FRAME_S,
+            },
+        },
+        "definitions": DEFINITION,
+        "machine": machine_info(),
+        "limits": limits,
+        "skipped": skipped,
+        "summary": summarise(out["rows"], limits),
+        "rows": out["rows"],
+        "soak": out["soak"],
         "bench_wall_s": round(time.monotonic() - started, 1),
     }
     path = write_results(name, data)

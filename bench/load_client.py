@@ -74,11 +74,12 @@ class ClientResult:
 async def run_client(url: str, audio: np.ndarray, delay: float, timeout_s: float) -> ClientResult:
     """One real-time client: start, frames on a wall-clock schedule, stop; records every arrival."""
     await asyncio.sleep(delay)
-    frames = [audio[i:i + FRAME_SAMPLES].tobytes() for i in range(0, audio.size, FRAME_SAMPLES)]
+    frames = [audio[i : i + FRAME_SAMPLES].tobytes() for i in range(0, audio.size, FRAME_SAMPLES)]
     res = ClientResult(frames=len(frames), send_times=[], slips=[], partials=[])
     async with connect(url, max_size=None, open_timeout=60, ping_interval=None) as ws:
-        await ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm_s16le",
-                                  "interim_results": True}))
+        await ws.send(
+            json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm_s16le", "interim_results": True})
+        )
         res.ready = json.loads(await ws.recv())
         if res.ready.get("type") != "ready":
             res.errors.append(f"no ready: {res.ready}")
@@ -126,7 +127,7 @@ async def warm_up(url: str, stream: np.ndarray) -> None:
         await ws.send(json.dumps({"type": "start", "sample_rate": RATE, "encoding": "pcm_s16le"}))
         await ws.recv()
         for i in range(0, min(stream.size, 8 * RATE), FRAME_SAMPLES):
-            await ws.send(stream[i:i + FRAME_SAMPLES].tobytes())
+            await ws.send(stream[i : i + FRAME_SAMPLES].tobytes())
         await ws.send(json.dumps({"type": "stop"}))
         async for message in ws:
             if json.loads(message).get("type") == "closed":

@@ -30,27 +30,55 @@ def summarise(rows: dict[str, list[dict[str, Any]]], limits: list[dict[str, Any]
     for label, rs in rows.items():
         n = largest_real_time(rs)
         at = next((r for r in rs if r["clients"] == n), None) or {}
-        out.append({"variant": label, "largest_real_time": n, "p95_at_largest_s": at.get("partial_p95_s"),
-                    "growth_at_largest_s": at.get("lag_growth_s"), "busy_at_largest_pct": at.get("model_busy_pct"),
-                    "mean_batch_at_largest": at.get("mean_batch"), "rss_at_largest_mb": at.get("server_rss_peak_mb"),
-                    "rss_per_stream_mb": rss_per_stream(rs),
-                    "workers": at.get("model_workers"), "precision": at.get("precision")})
+        out.append(
+            {
+                "variant": label,
+                "largest_real_time": n,
+                "p95_at_largest_s": at.get("partial_p95_s"),
+                "growth_at_largest_s": at.get("lag_growth_s"),
+                "busy_at_largest_pct": at.get("model_busy_pct"),
+                "mean_batch_at_largest": at.get("mean_batch"),
+                "rss_at_largest_mb": at.get("server_rss_peak_mb"),
+                "rss_per_stream_mb": rss_per_stream(rs),
+                "workers": at.get("model_workers"),
+                "precision": at.get("precision"),
+            }
+        )
     for lim in limits:
-        out.append({"variant": f"limit: one offline pass, {lim['precision']} (RTF {lim['rtf']})",
-                    "largest_real_time": f"{lim['streams_at_100pct']} at 100 % busy"})
+        out.append(
+            {
+                "variant": f"limit: one offline pass, {lim['precision']} (RTF {lim['rtf']})",
+                "largest_real_time": f"{lim['streams_at_100pct']} at 100 % busy",
+            }
+        )
     return out
 
 
 SUMMARY_COLUMNS = {
-    "variant": "variant", "largest_real_time": "real-time streams", "p95_at_largest_s": "p95 delay s",
-    "growth_at_largest_s": "lag growth s", "busy_at_largest_pct": "model busy %", "mean_batch_at_largest": "mean batch",
-    "rss_at_largest_mb": "peak RSS MB", "rss_per_stream_mb": "RSS per added stream MB", "workers": "workers",
+    "variant": "variant",
+    "largest_real_time": "real-time streams",
+    "p95_at_largest_s": "p95 delay s",
+    "growth_at_largest_s": "lag growth s",
+    "busy_at_largest_pct": "model busy %",
+    "mean_batch_at_largest": "mean batch",
+    "rss_at_largest_mb": "peak RSS MB",
+    "rss_per_stream_mb": "RSS per added stream MB",
+    "workers": "workers",
 }
 DETAIL_COLUMNS = {
-    "variant": "variant", "clients": "N", "partial_p50_s": "delay p50 s", "partial_p95_s": "p95 s",
-    "lag_growth_s": "growth s", "send_slip_p95_s": "slip p95 s", "final_p50_s": "final s", "mean_batch": "batch",
-    "model_busy_pct": "busy %", "server_cpu_pct": "server CPU %", "server_rss_peak_mb": "RSS MB",
-    "background_cpu_pct": "bg CPU %", "real_time": "real time",
+    "variant": "variant",
+    "clients": "N",
+    "partial_p50_s": "delay p50 s",
+    "partial_p95_s": "p95 s",
+    "lag_growth_s": "growth s",
+    "send_slip_p95_s": "slip p95 s",
+    "final_p50_s": "final s",
+    "mean_batch": "batch",
+    "model_busy_pct": "busy %",
+    "server_cpu_pct": "server CPU %",
+    "server_rss_peak_mb": "RSS MB",
+    "background_cpu_pct": "bg CPU %",
+    "real_time": "real time",
 }
 
 
@@ -84,18 +112,22 @@ def report(data: dict[str, Any], name: str) -> str:
     soak_line = ""
     if data.get("soak"):
         s = data["soak"]
-        soak_line = (f"\n\nSoak: {s['clients']} looping clients on '{s['variant']}' for {s['seconds']:.0f} s "
-                     f"({s['sessions']} sessions): RSS {s['rss_start_mb']} → {s['rss_end_mb']} MB after warm-up, "
-                     f"slope {s['rss_slope_mb_per_h']} MB/h.")
-    md = (f"{markdown_table(data['summary'], SUMMARY_COLUMNS)}\n\n"
-          f"{info['cpu_count']} CPU cores ({info.get('cpu_model') or 'unknown CPU'}), torch {info['torch']}; native BF16: "
-          f"{'yes' if st['native_bf16'] else 'no'}. {st['audio_s_per_client']:g} s of speech per client in 100 ms "
-          f"frames; the default's geometry: chunk {st['engine']['chunk_s']:g} s, left context "
-          f"{st['engine']['left_context_s']:g} s, look-ahead {st['engine']['lookahead_s']:g} s (the previous-default rows: "
-          f"1.28 / 0.64 / 0.24). {data['definitions']}{skipped}{soak_line}\n\n"
-          f"<details><summary>Every run</summary>\n\n"
-          f"{markdown_table([r for rs in data['rows'].values() for r in rs], DETAIL_COLUMNS)}\n\n</details>\n\n"
-          f"![partial delay vs load](bench/results/{name}.png)\n")
+        soak_line = (
+            f"\n\nSoak: {s['clients']} looping clients on '{s['variant']}' for {s['seconds']:.0f} s "
+            f"({s['sessions']} sessions): RSS {s['rss_start_mb']} → {s['rss_end_mb']} MB after warm-up, "
+            f"slope {s['rss_slope_mb_per_h']} MB/h."
+        )
+    md = (
+        f"{markdown_table(data['summary'], SUMMARY_COLUMNS)}\n\n"
+        f"{info['cpu_count']} CPU cores ({info.get('cpu_model') or 'unknown CPU'}), torch {info['torch']}; native BF16: "
+        f"{'yes' if st['native_bf16'] else 'no'}. {st['audio_s_per_client']:g} s of speech per client in 100 ms "
+        f"frames; the default's geometry: chunk {st['engine']['chunk_s']:g} s, left context "
+        f"{st['engine']['left_context_s']:g} s, look-ahead {st['engine']['lookahead_s']:g} s (the previous-default rows: "
+        f"1.28 / 0.64 / 0.24). {data['definitions']}{skipped}{soak_line}\n\n"
+        f"<details><summary>Every run</summary>\n\n"
+        f"{markdown_table([r for rs in data['rows'].values() for r in rs], DETAIL_COLUMNS)}\n\n</details>\n\n"
+        f"![partial delay vs load](bench/results/{name}.png)\n"
+    )
     (RESULTS / f"{name}.md").write_text(md, encoding="utf-8")
     plot(data["rows"], RESULTS / f"{name}.png")
     return md
@@ -107,5 +139,3 @@ DEFINITION = (
     "of each stream) <= 0.5 x chunk, p95 send slip <= 0.1 s, every session closed cleanly. Model busy: compute "
     "time / (wall time x workers). RSS per added stream: slope of peak RSS over N across real-time runs."
 )
-
-

@@ -74,18 +74,42 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "mic.wav"
         fake_mic_wav(wav)
-        server = subprocess.Popen([sys.executable, "-m", "streaming_asr", "serve", "--host", "127.0.0.1",
-                                   "--port", str(port), "--model", str(MODEL)], cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streaming_asr",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--model",
+                str(MODEL),
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, server)
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=[
-                    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                    f"--use-file-for-fake-audio-capture={wav}", "--no-sandbox", "--disable-gpu",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--no-first-run"])
+                browser = p.chromium.launch(
+                    executable_path=args.chromium,
+                    headless=True,
+                    args=[
+                        "--use-fake-ui-for-media-stream",
+                        "--use-fake-device-for-media-stream",
+                        f"--use-file-for-fake-audio-capture={wav}",
+                        "--no-sandbox",
+                        "--disable-gpu",
+                        "--disable-background-networking",
+                        "--disable-component-update",
+                        "--disable-sync",
+                        "--no-first-run",
+                    ],
+                )
                 page = browser.new_context(viewport={"width": 1000, "height": 600}, color_scheme="light").new_page()
                 page.goto(url + "/")
                 if args.large:

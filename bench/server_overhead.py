@@ -37,10 +37,28 @@ def start(env_words: str) -> tuple[subprocess.Popen[str], str]:
     for word in env_words.split():
         key, _, value = word.partition("=")
         env[key] = value
-    proc = subprocess.Popen([sys.executable, "-m", "streaming_asr", "serve", "--model", str(STANDIN_MODEL),
-                             "--port", "0", "--device", "cpu", "--idle-timeout", "300"] +
-                            (["--max-load", "0"] if "PYTHONPATH" not in env_words else []),
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streaming_asr",
+            "serve",
+            "--model",
+            str(STANDIN_MODEL),
+            "--port",
+            "0",
+            "--device",
+            "cpu",
+            "--idle-timeout",
+            "300",
+        ]
+        + (["--max-load", "0"] if "PYTHONPATH" not in env_words else []),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     return proc, line.split()[3]
 
@@ -59,7 +77,7 @@ async def client(url: str, audio: bytes) -> int:
         step = FRAME_BYTES / 32000 / SPEED
         t0 = time.monotonic()
         for i in range(0, len(audio), FRAME_BYTES):
-            await ws.send(audio[i:i + FRAME_BYTES])
+            await ws.send(audio[i : i + FRAME_BYTES])
             frames += 1
             delay = t0 + frames * step - time.monotonic()
             if delay > 0:
@@ -71,7 +89,7 @@ async def client(url: str, audio: bytes) -> int:
 
 async def measure(url: str, pid: int) -> dict[str, float]:
     rng = np.random.default_rng(0)
-    audio = (np.sin(np.arange(int(SECONDS * 16000)) / 9) * 6000 + rng.normal(0, 300, int(SECONDS * 16000)))
+    audio = np.sin(np.arange(int(SECONDS * 16000)) / 9) * 6000 + rng.normal(0, 300, int(SECONDS * 16000))
     data = audio.astype("<i2").tobytes()
     await client(url, data[:32000])  # warm-up
     ps = psutil.Process(pid)
@@ -79,8 +97,12 @@ async def measure(url: str, pid: int) -> dict[str, float]:
     frames = sum(await asyncio.gather(*(client(url, data) for _ in range(CLIENTS))))
     c1, wall = ps.cpu_times(), time.monotonic() - t0
     cpu = (c1.user - c0.user) + (c1.system - c0.system)
-    return {"frames": frames, "cpu_s": round(cpu, 2), "cpu_ms_per_1000_frames": round(1000 * cpu / frames * 1000, 1),
-            "wall_s": round(wall, 2)}
+    return {
+        "frames": frames,
+        "cpu_s": round(cpu, 2),
+        "cpu_ms_per_1000_frames": round(1000 * cpu / frames * 1000, 1),
+        "wall_s": round(wall, 2),
+    }
 
 
 def main() -> int:
@@ -104,12 +126,20 @@ def main() -> int:
     for label, runs in rows.items():
         best = min(r["cpu_ms_per_1000_frames"] for r in runs)
         base = base or best
-        table.append({"build": label, "CPU ms per 1,000 frames (best of rounds)": best,
-                      "all rounds": ", ".join(str(r["cpu_ms_per_1000_frames"]) for r in runs),
-                      "ratio to first": round(best / base, 3), "frames": runs[0]["frames"]})
-    md = (markdown_table(table, list(table[0])) + f"\n\n{CLIENTS} clients x {SECONDS:g} s of audio in "
-          f"{FRAME_BYTES}-byte (20 ms) frames at {SPEED:g}x real time, stand-in model; server process CPU "
-          "(model compute included, the same for both builds).\n")
+        table.append(
+            {
+                "build": label,
+                "CPU ms per 1,000 frames (best of rounds)": best,
+                "all rounds": ", ".join(str(r["cpu_ms_per_1000_frames"]) for r in runs),
+                "ratio to first": round(best / base, 3),
+                "frames": runs[0]["frames"],
+            }
+        )
+    md = (
+        markdown_table(table, list(table[0])) + f"\n\n{CLIENTS} clients x {SECONDS:g} s of audio in "
+        f"{FRAME_BYTES}-byte (20 ms) frames at {SPEED:g}x real time, stand-in model; server process CPU "
+        "(model compute included, the same for both builds).\n"
+    )
     write_results(args.name, {"bench": "server-overhead", "machine": machine_info(), "rows": rows, "table": table})
     (REPO / "bench" / "results" / f"{args.name}.md").write_text(md)
     print(md)

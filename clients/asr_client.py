@@ -129,8 +129,9 @@ def parse_event(message: Mapping[str, Any]) -> Event | None:
     """Turn one decoded server message into an event; ``None`` for unknown types (ignored)."""
     kind = message.get("type")
     if kind == "partial":
-        return Partial(int(message["segment"]), str(message["text"]), int(message.get("stable", 0)),
-                       float(message.get("end", 0.0)))
+        return Partial(
+            int(message["segment"]), str(message["text"]), int(message.get("stable", 0)), float(message.get("end", 0.0))
+        )
     if kind == "final":
         words = tuple(
             Word(str(w["word"]), float(w["start"]), float(w["end"]), float(w.get("confidence", 0.0)))

@@ -185,8 +185,14 @@ class LiveStreamer:
     async def _receive(self, client: AsrClient) -> None:
         async for event in client:
             if isinstance(event, Partial):
-                self.on_partial(Partial(event.segment + self._segment_base, event.text, event.stable,
-                                        event.end + max(self._time_base, 0.0)))
+                self.on_partial(
+                    Partial(
+                        event.segment + self._segment_base,
+                        event.text,
+                        event.stable,
+                        event.end + max(self._time_base, 0.0),
+                    )
+                )
             elif isinstance(event, Final):
                 final = shift_final(event, self._segment_base, max(self._time_base, 0.0))
                 self._next_segment = max(self._next_segment, final.segment + 1)

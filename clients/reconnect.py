@@ -16,8 +16,18 @@ import asyncio
 from dataclasses import replace
 from typing import AsyncIterable, Callable
 
-from .asr_client import (_SAMPLE_BYTES, AsrClient, Closed, ConnectError, ConnectionLost, Error, Event, Final,
-                         ServerFullError, Word)
+from .asr_client import (
+    _SAMPLE_BYTES,
+    AsrClient,
+    Closed,
+    ConnectError,
+    ConnectionLost,
+    Error,
+    Event,
+    Final,
+    ServerFullError,
+    Word,
+)
 
 RETRY_CLOSE_CODES = (1001, 1012, 1013)
 RETRY_ERRORS = ("shutting_down", "server_full")
@@ -26,8 +36,14 @@ RETRY_ERRORS = ("shutting_down", "server_full")
 class ReconnectingStream:
     """Stream `chunks` through as many sessions as it takes; `run()` returns every final."""
 
-    def __init__(self, make_client: Callable[[], AsrClient], retries: int = 5, backoff_s: float = 0.5,
-                 max_backoff_s: float = 8.0, on_event: Callable[[Event], None] | None = None) -> None:
+    def __init__(
+        self,
+        make_client: Callable[[], AsrClient],
+        retries: int = 5,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
         self.make_client, self.retries, self.on_event = make_client, retries, on_event
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.finals: list[Final] = []
@@ -110,8 +126,12 @@ class ReconnectingStream:
         await client.stop()
 
     def _accept(self, final: Final, offset: float) -> None:
-        shifted = replace(final, start=final.start + offset, end=final.end + offset,
-                          words=tuple(Word(w.word, w.start + offset, w.end + offset, w.confidence) for w in final.words))
+        shifted = replace(
+            final,
+            start=final.start + offset,
+            end=final.end + offset,
+            words=tuple(Word(w.word, w.start + offset, w.end + offset, w.confidence) for w in final.words),
+        )
         self.finals.append(shifted)
         if self.on_event is not None:
             self.on_event(shifted)

@@ -30,13 +30,18 @@ class PcmFormat:
         if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int):
             raise AudioFormatError("invalid_start", f"sample_rate must be an integer, got {self.sample_rate!r}")
         if not MIN_RATE <= self.sample_rate <= MAX_RATE:
-            raise AudioFormatError("unsupported_sample_rate",
-                                   f"sample_rate {self.sample_rate} is outside {MIN_RATE}-{MAX_RATE} Hz")
+            raise AudioFormatError(
+                "unsupported_sample_rate", f"sample_rate {self.sample_rate} is outside {MIN_RATE}-{MAX_RATE} Hz"
+            )
         if not isinstance(self.encoding, str) or self.encoding not in ENCODINGS:
-            raise AudioFormatError("unsupported_encoding",
-                                   f"encoding {self.encoding!r} is not one of {', '.join(ENCODINGS)}")
-        if isinstance(self.channels, bool) or not isinstance(self.channels, int) \
-                or not 1 <= self.channels <= MAX_CHANNELS:
+            raise AudioFormatError(
+                "unsupported_encoding", f"encoding {self.encoding!r} is not one of {', '.join(ENCODINGS)}"
+            )
+        if (
+            isinstance(self.channels, bool)
+            or not isinstance(self.channels, int)
+            or not 1 <= self.channels <= MAX_CHANNELS
+        ):
             raise AudioFormatError("unsupported_channels", f"channels must be 1-{MAX_CHANNELS}, got {self.channels!r}")
         return self
 

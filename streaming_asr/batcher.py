@@ -45,8 +45,12 @@ class BatchStats:
 
     def as_dict(self) -> dict[str, object]:
         mean = self.windows / self.batches if self.batches else 0.0
-        return {"batches": self.batches, "windows": self.windows, "mean_batch": round(mean, 2),
-                "compute_s": round(self.compute_s, 3)}
+        return {
+            "batches": self.batches,
+            "windows": self.windows,
+            "mean_batch": round(mean, 2),
+            "compute_s": round(self.compute_s, 3),
+        }
 
 
 @dataclass
@@ -60,8 +64,14 @@ class _Request:
 class Batcher:
     """Runs windows from many sessions through one model, batched, off the event loop."""
 
-    def __init__(self, forward: ForwardFn, max_batch: int = 8, max_wait_s: float = 0.005, workers: int = 1,
-                 thread_init: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        forward: ForwardFn,
+        max_batch: int = 8,
+        max_wait_s: float = 0.005,
+        workers: int = 1,
+        thread_init: Callable[[], None] | None = None,
+    ) -> None:
         self.forward = forward
         self.max_batch = max(1, max_batch)
         self.max_wait_s = max(0.0, max_wait_s)
@@ -70,10 +80,12 @@ class Batcher:
         self._pending: list[_Request] = []
         self._delays: deque[tuple[float, float]] = deque(maxlen=512)  # (when, seconds queued) of recent requests
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="asr-model",
-                                            initializer=thread_init)
-        self._background_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-model-bg",
-                                                       initializer=partial(_background_init, thread_init))
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix="asr-model", initializer=thread_init
+        )
+        self._background_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="asr-model-bg", initializer=partial(_background_init, thread_init)
+        )
         self._slots: asyncio.Semaphore | None = None
         self._background_busy = False
         self._running: set[asyncio.Task[None]] = set()

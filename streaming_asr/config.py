@@ -78,7 +78,9 @@ class StreamLimits:
 SERVE_DEFAULT = StreamConfig(feature_reuse=True, state_reuse=True)
 """What `serve` and `transcribe --stream` run without flags; StreamConfig() itself is the exact recompute path."""
 
-ENGINE_LIMITS = StreamLimits(min_chunk_s=0.02, max_chunk_s=60.0, max_left_context_s=600.0, max_lookahead_s=600.0, max_segment_s=3600.0)
+ENGINE_LIMITS = StreamLimits(
+    min_chunk_s=0.02, max_chunk_s=60.0, max_left_context_s=600.0, max_lookahead_s=600.0, max_segment_s=3600.0
+)
 """What the engine itself can run (offline chunking, tests); servers use tighter StreamLimits."""
 
 

@@ -14,8 +14,12 @@ class WordResult:
     confidence: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"word": self.word, "start": round(self.start, 3), "end": round(self.end, 3),
-                "confidence": round(self.confidence, 3)}
+        return {
+            "word": self.word,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "confidence": round(self.confidence, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,12 @@ class PhraseResult:
     score: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"phrase": self.phrase, "start": round(self.start, 3), "end": round(self.end, 3),
-                "score": round(self.score, 3)}
+        return {
+            "phrase": self.phrase,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "score": round(self.score, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,13 @@ class Partial:
     words: tuple[WordResult, ...] = ()  # provisional word times, for codecs that send them (not protocol v1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "partial", "segment": self.segment, "text": self.text, "stable": self.stable,
-                "end": round(self.end, 3)}
+        return {
+            "type": "partial",
+            "segment": self.segment,
+            "text": self.text,
+            "stable": self.stable,
+            "end": round(self.end, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -60,8 +73,12 @@ class Final:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "type": "final", "segment": self.segment, "text": self.text,
-            "start": round(self.start, 3), "end": round(self.end, 3), "reason": self.reason,
+            "type": "final",
+            "segment": self.segment,
+            "text": self.text,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "reason": self.reason,
             "words": [w.to_dict() for w in self.words],
         }
         if self.phrases is not None:

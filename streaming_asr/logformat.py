@@ -19,8 +19,11 @@ _PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = record.getMessage()
-        out: dict[str, Any] = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
-            timespec="milliseconds"), "level": record.levelname, "logger": record.name}
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+        }
         pairs = _PAIR.findall(text)
         if pairs and _PAIR.sub("", text).strip() == "":
             out.update((key, _value(raw)) for key, raw in pairs)

@@ -44,9 +44,13 @@ class OfflineRun:
     endpoint a file identically and give the same transcript.
     """
 
-    def __init__(self, info: ModelInfo, audio: np.ndarray,
-                 endpoint_silence_s: float = StreamConfig.endpoint_silence_s,
-                 window_s: float = OFFLINE_CONFIG.chunk_s) -> None:
+    def __init__(
+        self,
+        info: ModelInfo,
+        audio: np.ndarray,
+        endpoint_silence_s: float = StreamConfig.endpoint_silence_s,
+        window_s: float = OFFLINE_CONFIG.chunk_s,
+    ) -> None:
         cfg = replace(OFFLINE_CONFIG, endpoint_silence_s=endpoint_silence_s)
         if window_s != cfg.chunk_s:  # shorter windows, context a quarter of them on each side
             cfg = replace(cfg, chunk_s=window_s, left_context_s=window_s / 4, lookahead_s=window_s / 4)
@@ -139,8 +143,9 @@ def transcribe_streaming(
     return Transcript(tuple(_drop_empty(finals)), audio.size / info.sample_rate)
 
 
-def _collect(ev: Partial | Final, finals: list[Final], on_event: Callable[[Partial | Final, float], None] | None,
-             t: float) -> None:
+def _collect(
+    ev: Partial | Final, finals: list[Final], on_event: Callable[[Partial | Final, float], None] | None, t: float
+) -> None:
     if isinstance(ev, Final):
         finals.append(ev)
     if on_event is not None:
@@ -150,7 +155,7 @@ def _collect(ev: Partial | Final, finals: list[Final], on_event: Callable[[Parti
 def _pieces(audio: np.ndarray, size: int) -> Iterator[tuple[int, np.ndarray]]:
     size = max(1, size)
     for start in range(0, audio.size, size):
-        yield start, audio[start:start + size]
+        yield start, audio[start : start + size]
 
 
 def _drop_empty(finals: list[Final]) -> list[Final]:

@@ -130,17 +130,24 @@ class PhraseRescorer:
         phrases = check_phrases(phrases)
         self.info = info
         self.biaser = PhraseBiaser(
-            info.vocab, info.blank_id, info.delimiter_id, phrases,
+            info.vocab,
+            info.blank_id,
+            info.delimiter_id,
+            phrases,
             boost=DEFAULT_BOOST if checked_boost is None else checked_boost,
         )
 
     def rescore(self, log_probs: np.ndarray, first_frame: int) -> tuple[list[Token], list[PhraseResult]]:
         labels = self.biaser.decode(log_probs)
         alignment = forced_align(log_probs, labels, self.info.blank_id)
-        tokens = [Token(label, first_frame + a, first_frame + b, prob * (b - a + 1), b - a + 1)
-                  for label, a, b, prob in alignment]
+        tokens = [
+            Token(label, first_frame + a, first_frame + b, prob * (b - a + 1), b - a + 1)
+            for label, a, b, prob in alignment
+        ]
         fs = self.info.frame_seconds
         matches = self.biaser.find(aligned_words(alignment, self.info.vocab, self.info.delimiter_id))
-        found = [PhraseResult(m.phrase, (first_frame + m.start_frame) * fs, (first_frame + m.end_frame + 1) * fs,
-                              m.score) for m in matches]
+        found = [
+            PhraseResult(m.phrase, (first_frame + m.start_frame) * fs, (first_frame + m.end_frame + 1) * fs, m.score)
+            for m in matches
+        ]
         return tokens, found

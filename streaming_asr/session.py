@@ -72,8 +72,9 @@ class Window:
     def model_input(self) -> ModelInput:
         if self.reuse == "recompute":
             return self.audio
-        return ReuseInput(self.audio, self.new_from, self.cache, state=self.reuse == "state", refresh=self.refresh,
-                          ahead=self.ahead)
+        return ReuseInput(
+            self.audio, self.new_from, self.cache, state=self.reuse == "state", refresh=self.refresh, ahead=self.ahead
+        )
 
 
 class SegmentRescorer(Protocol):
@@ -121,8 +122,9 @@ class StreamingSession:
         self._cache: FrameCache | None = None  # reuse: model state of the last `left` committed frames
         self._ahead: FrameCache | None = None  # look-ahead reuse: projected features of frames from next_frame
         self._last_partial: tuple[int, str] | None = None
-        letters = [not (t.startswith("<") and t.endswith(">")) and i != info.delimiter_id
-                   for i, t in enumerate(info.vocab)]
+        letters = [
+            not (t.startswith("<") and t.endswith(">")) and i != info.delimiter_id for i, t in enumerate(info.vocab)
+        ]
         self._is_letter = lambda tid: letters[tid]
 
     # ----------------------------------------------------------------- input
@@ -202,8 +204,19 @@ class StreamingSession:
             out_first = self.next_frame if reuse == "state" else first
             refresh = min(self.geo.refresh, n_ctx) if reuse == "state" else 0
             ahead = self._ahead if self._ahead is not None and self._ahead.frames < tail_end - self.next_frame else None
-            win = Window(audio, out_first, self.next_frame, own_end, tail_end, forced, reuse, n_ctx,
-                         cache if n_ctx else None, refresh, ahead)
+            win = Window(
+                audio,
+                out_first,
+                self.next_frame,
+                own_end,
+                tail_end,
+                forced,
+                reuse,
+                n_ctx,
+                cache if n_ctx else None,
+                refresh,
+                ahead,
+            )
         self._in_flight = win
         return win
 
@@ -241,14 +254,14 @@ class StreamingSession:
         if log_probs.shape[0] != window.num_frames:
             raise SessionError(f"model gave {log_probs.shape[0]} frames, window expects {window.num_frames}")
         off = window.first_frame
-        owned = log_probs[window.own_start - off: window.own_end - off]
+        owned = log_probs[window.own_start - off : window.own_end - off]
         self._commit(window.own_start, owned)
         self.next_frame = window.own_end
         self._trim_buffer()
         cut = self._cut_frame()
         if not self._maybe_complete_flush() and self.interim_results:
             tail_end = window.tail_end if cut is None else min(window.tail_end, cut)
-            tail = log_probs[window.own_end - off: max(window.own_end, tail_end) - off]
+            tail = log_probs[window.own_end - off : max(window.own_end, tail_end) - off]
             self._emit_partial(tail, window.own_end)
 
     def run(self, forward: Callable[[Sequence[ModelInput]], list[ModelOutput]], max_chunks: int = 1) -> list[Event]:
@@ -303,8 +316,7 @@ class StreamingSession:
         while i < len(self._seg.decoder.tokens):
             tok = self._seg.decoder.tokens[i]
             if self._is_letter(tok.id):
-                if (g.endpoint and self._last_speech_end is not None
-                        and tok.start - self._last_speech_end >= g.endpoint):
+                if g.endpoint and self._last_speech_end is not None and tok.start - self._last_speech_end >= g.endpoint:
                     rest = self._seg.decoder.split(i)
                     self._close_segment("silence", cut_frame=tok.start, rest=rest)
                     self._last_speech_end = None
@@ -353,11 +365,17 @@ class StreamingSession:
             start, end = words[0].start_frame * fs, words[-1].end_frame * fs
         else:
             start = end = cut_frame * fs
-        self._outbox.append(Final(
-            segment=seg.index, text=words_text(words), start=start, end=end, reason=reason,
-            words=tuple(WordResult(w.text, w.start_frame * fs, w.end_frame * fs, w.confidence) for w in words),
-            phrases=tuple(phrases) if phrases is not None else None,
-        ))
+        self._outbox.append(
+            Final(
+                segment=seg.index,
+                text=words_text(words),
+                start=start,
+                end=end,
+                reason=reason,
+                words=tuple(WordResult(w.text, w.start_frame * fs, w.end_frame * fs, w.confidence) for w in words),
+                phrases=tuple(phrases) if phrases is not None else None,
+            )
+        )
         decoder = rest if rest is not None else GreedyDecoder(self.info.blank_id, [], seg.decoder.prev_id)
         new = _Segment(seg.index + 1, cut_frame, decoder)
         if self.rescorer is not None:
@@ -406,8 +424,15 @@ class StreamingSession:
         self._last_partial = key
         stable = _common_prefix(committed, text)
         fs = self.info.frame_seconds
-        self._outbox.append(Partial(self._seg.index, text, stable, (tail_first + tail.shape[0]) * fs, tuple(
-            WordResult(w.text, w.start_frame * fs, w.end_frame * fs, w.confidence) for w in words)))
+        self._outbox.append(
+            Partial(
+                self._seg.index,
+                text,
+                stable,
+                (tail_first + tail.shape[0]) * fs,
+                tuple(WordResult(w.text, w.start_frame * fs, w.end_frame * fs, w.confidence) for w in words),
+            )
+        )
 
     def _trim_buffer(self) -> None:
         """Drop audio no future window needs (bounded memory however long the stream)."""
@@ -439,4 +464,3 @@ def _slice_frames(chunks: list[tuple[int, np.ndarray]], start: int, end: int | N
         width = chunks[0][1].shape[1] if chunks else 0
         return np.zeros((0, width), dtype=np.float32)
     return np.concatenate(parts)
-

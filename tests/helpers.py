@@ -108,8 +108,10 @@ def _espeak_offline(count: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
     model = standin_model()
     rows = espeak_rows(6.0)[:count]
-    return (tuple(r["reference"] for r in rows),
-            tuple(transcribe_offline(model, model.info, read_audio(r["wav"], 16000)[0]).text for r in rows))
+    return (
+        tuple(r["reference"] for r in rows),
+        tuple(transcribe_offline(model, model.info, read_audio(r["wav"], 16000)[0]).text for r in rows),
+    )
 
 
 def espeak_corpus(config: Any = None, count: int = 12) -> tuple[str, str, str]:
@@ -119,8 +121,10 @@ def espeak_corpus(config: Any = None, count: int = 12) -> tuple[str, str, str]:
 
     model = standin_model()
     refs, offline = _espeak_offline(count)
-    streamed = [transcribe_streaming(model, model.info, read_audio(r["wav"], 16000)[0], config).text
-                for r in espeak_rows(6.0)[:count]]
+    streamed = [
+        transcribe_streaming(model, model.info, read_audio(r["wav"], 16000)[0], config).text
+        for r in espeak_rows(6.0)[:count]
+    ]
     return " ".join(refs), " ".join(offline), " ".join(streamed)
 
 

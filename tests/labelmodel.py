@@ -13,16 +13,27 @@ import numpy as np
 
 from streaming_asr.model import ModelInfo, default_vocab
 
-INFO = ModelInfo(name="labels", vocab=default_vocab(32), blank_id=0, delimiter_id=4, sample_rate=16000,
-                 conv_kernels=(10, 3, 3, 3, 3, 2, 2), conv_strides=(5, 2, 2, 2, 2, 2, 2), do_normalize=False)
+INFO = ModelInfo(
+    name="labels",
+    vocab=default_vocab(32),
+    blank_id=0,
+    delimiter_id=4,
+    sample_rate=16000,
+    conv_kernels=(10, 3, 3, 3, 3, 2, 2),
+    conv_strides=(5, 2, 2, 2, 2, 2, 2),
+    do_normalize=False,
+)
 IDS = {c: i for i, c in enumerate(INFO.vocab)}
 SCALE = 1 / 64
 
 
 def label_audio(labels: str | Sequence[int]) -> np.ndarray:
     """Samples whose frame t carries label t ('_' blank, ' ' delimiter)."""
-    ids = [IDS["<pad>"] if c == "_" else IDS["|"] if c == " " else IDS[c] for c in labels] \
-        if isinstance(labels, str) else list(labels)
+    ids = (
+        [IDS["<pad>"] if c == "_" else IDS["|"] if c == " " else IDS[c] for c in labels]
+        if isinstance(labels, str)
+        else list(labels)
+    )
     audio = np.zeros(INFO.samples_for(len(ids)), dtype=np.float32)
     for t, i in enumerate(ids):
         audio[t * 320 + 200] = i * SCALE

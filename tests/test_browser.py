@@ -47,8 +47,13 @@ def _launch(playwright: Any, extra_args: list[str]) -> Any:
         executable_path=str(CHROMIUM),
         headless=True,
         args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", *extra_args,
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            *extra_args,
         ],
     )
 
@@ -62,10 +67,14 @@ def playwright_instance() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def browser(playwright_instance: Any, clip: dict[str, Any]) -> Iterator[Any]:
     """Chromium whose microphone is the clip, permission granted without a prompt."""
-    b = _launch(playwright_instance, [
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={clip['path']}",
-    ])
+    b = _launch(
+        playwright_instance,
+        [
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={clip['path']}",
+        ],
+    )
     yield b
     b.close()
 
@@ -81,8 +90,9 @@ class PageProbe:
 
     def _console(self, msg: Any) -> None:
         text = msg.text
-        if "Content Security Policy" in text or (msg.type == "error" and "WebSocket connection" not in text
-                                                 and "Failed to load resource" not in text):
+        if "Content Security Policy" in text or (
+            msg.type == "error" and "WebSocket connection" not in text and "Failed to load resource" not in text
+        ):
             self.problems.append(f"console {msg.type}: {text}")
 
     def wait(self, selector: str) -> None:
@@ -102,8 +112,11 @@ def open_page(browser: Any) -> Iterator[Callable[[str], PageProbe]]:
     probes: list[PageProbe] = []
 
     def open_(url: str) -> PageProbe:
-        context = browser.new_context(viewport={"width": 1000, "height": 640}, accept_downloads=True,
-                                      permissions=["clipboard-read", "clipboard-write"])
+        context = browser.new_context(
+            viewport={"width": 1000, "height": 640},
+            accept_downloads=True,
+            permissions=["clipboard-read", "clipboard-write"],
+        )
         contexts.append(context)
         probe = PageProbe(context.new_page())
         probes.append(probe)
@@ -128,14 +141,16 @@ def _stop(probe: PageProbe) -> None:
     probe.wait("body[data-state=idle]")
 
 
-def test_page_is_served_with_its_assets_under_the_csp(standin_server: ServerHandle, open_page: Callable[[str], PageProbe]) -> None:
+def test_page_is_served_with_its_assets_under_the_csp(
+    standin_server: ServerHandle, open_page: Callable[[str], PageProbe]
+) -> None:
     probe = open_page(standin_server.http_url + "/")
     page = probe.page
     assert page.title().startswith("Live captions")
     assert page.get_attribute("#finals", "aria-live") == "polite"
     assert page.is_enabled("#start") and page.is_disabled("#stop")
     for button in page.locator("button").all():  # every button says what it does
-        assert (button.inner_text().strip() or button.get_attribute("aria-label")), button
+        assert button.inner_text().strip() or button.get_attribute("aria-label"), button
     # The module scripts ran under the server's CSP: the large-caption toggle works from the keyboard.
     page.focus("#large")
     page.keyboard.press("Enter")
@@ -177,8 +192,9 @@ WORKLET_RUN = """async ([rate, batches]) => {
 
 
 @pytest.mark.parametrize("rate", [44100, 96000])
-def test_worklet_sends_clamped_s16le_mono_at_most_48k(rate: int, standin_server: ServerHandle,
-                                                    open_page: Callable[[str], PageProbe]) -> None:
+def test_worklet_sends_clamped_s16le_mono_at_most_48k(
+    rate: int, standin_server: ServerHandle, open_page: Callable[[str], PageProbe]
+) -> None:
     """The exact samples the page would send: channel mix, decimation above 48 kHz, clamping, byte order."""
     probe = open_page(standin_server.http_url + "/")
     result = probe.page.evaluate(WORKLET_RUN, [rate, 3])
@@ -196,8 +212,9 @@ def test_worklet_sends_clamped_s16le_mono_at_most_48k(rate: int, standin_server:
     assert sent.min() == -32768
 
 
-def test_live_captions_from_the_microphone(standin_server: ServerHandle, clip: dict[str, Any],
-                                           open_page: Callable[[str], PageProbe]) -> None:
+def test_live_captions_from_the_microphone(
+    standin_server: ServerHandle, clip: dict[str, Any], open_page: Callable[[str], PageProbe]
+) -> None:
     probe = open_page(standin_server.http_url + "/")
     page = probe.page
     _listen(probe)
@@ -247,8 +264,9 @@ def test_stop_then_start_again(standin_server: ServerHandle, open_page: Callable
     assert probe.data()["error"] == ""
 
 
-def test_server_going_away_is_reported_and_retried(server_factory: Callable[..., ServerHandle],
-                                                   open_page: Callable[[str], PageProbe]) -> None:
+def test_server_going_away_is_reported_and_retried(
+    server_factory: Callable[..., ServerHandle], open_page: Callable[[str], PageProbe]
+) -> None:
     server = server_factory()
     probe = open_page(server.http_url + "/")
     _listen(probe)
@@ -262,8 +280,9 @@ def test_server_going_away_is_reported_and_retried(server_factory: Callable[...,
     assert probe.page.is_enabled("#start")
 
 
-def test_refused_token_is_explained(server_factory: Callable[..., ServerHandle],
-                                    open_page: Callable[[str], PageProbe]) -> None:
+def test_refused_token_is_explained(
+    server_factory: Callable[..., ServerHandle], open_page: Callable[[str], PageProbe]
+) -> None:
     server = server_factory(token="s3cret")
     probe = open_page(server.http_url + "/?token=wrong")
     page = probe.page
@@ -282,8 +301,9 @@ def test_refused_token_is_explained(server_factory: Callable[..., ServerHandle],
     _stop(probe)
 
 
-def test_full_server_is_explained_and_retried(server_factory: Callable[..., ServerHandle],
-                                              open_page: Callable[[str], PageProbe]) -> None:
+def test_full_server_is_explained_and_retried(
+    server_factory: Callable[..., ServerHandle], open_page: Callable[[str], PageProbe]
+) -> None:
     server = server_factory(max_sessions=1)
     first = open_page(server.http_url + "/")
     _listen(first)

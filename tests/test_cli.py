@@ -17,15 +17,24 @@ pytestmark = pytest.mark.standin
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streaming_asr", "transcribe", "--model", str(STANDIN_MODEL),
-                           "--threads", "1", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "streaming_asr", "transcribe", "--model", str(STANDIN_MODEL), "--threads", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_offline_and_stream_agree_and_json_has_word_times(tmp_path: Path) -> None:
     rows = espeak_rows()[:2]
     wav = tmp_path / "joined.flac"
-    audio = np.concatenate([sf.read(rows[0]["wav"], dtype="float32")[0], np.zeros(24000, np.float32),
-                            sf.read(rows[1]["wav"], dtype="float32")[0]])
+    audio = np.concatenate(
+        [
+            sf.read(rows[0]["wav"], dtype="float32")[0],
+            np.zeros(24000, np.float32),
+            sf.read(rows[1]["wav"], dtype="float32")[0],
+        ]
+    )
     sf.write(wav, audio, 16000)
     offline = run(str(wav))
     stream = run(str(wav), "--stream", "--push-ms", "30")

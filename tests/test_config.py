@@ -28,8 +28,10 @@ def parse(argv: list[str], environ: dict[str, str]) -> tuple[Any, dict[str, str]
 
 def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
     cfg = tmp_path / "asr.toml"
-    cfg.write_text('max_sessions = 5\nidle_timeout = 12.5\nfeature_reuse = false\nvosk_root = true\n'
-                   'precision = "int8"\nmax_unstarted = 9\n')
+    cfg.write_text(
+        "max_sessions = 5\nidle_timeout = 12.5\nfeature_reuse = false\nvosk_root = true\n"
+        'precision = "int8"\nmax_unstarted = 9\n'
+    )
     env = {"STREAMING_ASR_MAX_SESSIONS": "7", "STREAMING_ASR_TOKEN": "s3cret", "STREAMING_ASR_MAX_BATCH": "3"}
     args, sources = parse(["--config", str(cfg), "--max-unstarted", "4"], env)
     assert (args.max_sessions, sources["max_sessions"]) == (7, "env")  # env beats file
@@ -41,14 +43,19 @@ def test_precedence_flag_env_file_default(tmp_path: Path) -> None:
     assert "s3cret" not in line and 'token="***"' in line and "max_sessions=7" in line
 
 
-@pytest.mark.parametrize("env,file,words", [
-    ({"STREAMING_ASR_MAX_SESSIONS": "many"}, "", "STREAMING_ASR_MAX_SESSIONS"),
-    ({"STREAMING_ASR_PRECISION": "fp64"}, "", "not one of"),
-    ({"STREAMING_ASR_VOSK_ROOT": "maybe"}, "", "true or false"),
-    ({}, "max_sesions = 3\n", "unknown option(s) max_sesions"),
-    ({}, "max_sessions = [\n", "not valid TOML")])
-def test_bad_values_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], env: dict[str, str],
-                                      file: str, words: str) -> None:
+@pytest.mark.parametrize(
+    "env,file,words",
+    [
+        ({"STREAMING_ASR_MAX_SESSIONS": "many"}, "", "STREAMING_ASR_MAX_SESSIONS"),
+        ({"STREAMING_ASR_PRECISION": "fp64"}, "", "not one of"),
+        ({"STREAMING_ASR_VOSK_ROOT": "maybe"}, "", "true or false"),
+        ({}, "max_sesions = 3\n", "unknown option(s) max_sesions"),
+        ({}, "max_sessions = [\n", "not valid TOML"),
+    ],
+)
+def test_bad_values_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], env: dict[str, str], file: str, words: str
+) -> None:
     argv = []
     if file:
         (tmp_path / "c.toml").write_text(file)
@@ -59,8 +66,15 @@ def test_bad_values_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_json_log_lines_keep_the_keys() -> None:
-    record = logging.LogRecord("streaming_asr.server", logging.INFO, "x", 1, "session=%s event=%s %s",
-                               ("ab12", "final", 'text="HELLO WORLD" start=0.5 words=2'), None)
+    record = logging.LogRecord(
+        "streaming_asr.server",
+        logging.INFO,
+        "x",
+        1,
+        "session=%s event=%s %s",
+        ("ab12", "final", 'text="HELLO WORLD" start=0.5 words=2'),
+        None,
+    )
     out = json.loads(JsonFormatter().format(record))
     assert out["session"] == "ab12" and out["event"] == "final" and out["text"] == "HELLO WORLD"
     assert out["start"] == 0.5 and out["words"] == 2 and out["level"] == "INFO"
@@ -72,10 +86,19 @@ def test_json_log_lines_keep_the_keys() -> None:
 def test_serve_reads_env_and_file_and_logs_json(tmp_path: Path) -> None:
     cfg = tmp_path / "asr.toml"
     cfg.write_text(f'model = "{STANDIN_MODEL}"\nmax_sessions = 3\nport = 0\nmax_load = 0\n')
-    env = {**os.environ, "STREAMING_ASR_CONFIG": str(cfg), "STREAMING_ASR_MAX_UNSTARTED": "2",
-           "STREAMING_ASR_TOKEN": "hidden-tok"}
-    proc = subprocess.Popen([sys.executable, "-m", "streaming_asr", "serve", "--device", "cpu", "--log-format", "json"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "STREAMING_ASR_CONFIG": str(cfg),
+        "STREAMING_ASR_MAX_UNSTARTED": "2",
+        "STREAMING_ASR_TOKEN": "hidden-tok",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streaming_asr", "serve", "--device", "cpu", "--log-format", "json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         port = int(line.split()[3].rsplit(":", 1)[1].split("/")[0])

@@ -45,12 +45,23 @@ def tiny_dg(server_factory: Any) -> Any:
 
 def client(port: int, key: str = KEY) -> DeepgramClient:
     base, ws = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"
-    return DeepgramClient(api_key=key, environment=DeepgramClientEnvironment(
-        base=base, production=ws, agent=ws, agent_rest=base))
+    return DeepgramClient(
+        api_key=key, environment=DeepgramClientEnvironment(base=base, production=ws, agent=ws, agent_rest=base)
+    )
 
 
-LIVE = dict(model="nova-3", encoding="linear16", sample_rate=16000, channels=1, interim_results=True,
-            utterance_end_ms=1000, vad_events=True, punctuate=True, smart_format=True, language="en-US")
+LIVE = dict(
+    model="nova-3",
+    encoding="linear16",
+    sample_rate=16000,
+    channels=1,
+    interim_results=True,
+    utterance_end_ms=1000,
+    vad_events=True,
+    punctuate=True,
+    smart_format=True,
+    language="en-US",
+)
 
 
 def stream_sdk(port: int, data: bytes, finalize_at: int | None = None, **query: Any) -> list[Any]:
@@ -60,7 +71,7 @@ def stream_sdk(port: int, data: bytes, finalize_at: int | None = None, **query: 
         for i in range(0, len(data), 3200):
             if finalize_at is not None and i == finalize_at:
                 sock.send_finalize()
-            sock.send_media(data[i:i + 3200])
+            sock.send_media(data[i : i + 3200])
         sock.send_keep_alive()
         sock.send_close_stream()
         msgs.extend(sock)
@@ -129,16 +140,19 @@ async def test_async_sdk_wrong_key_is_an_api_error_401(dg_server: Any) -> None:
         from deepgram.core.api_error import ApiError
 
         base, ws = f"http://127.0.0.1:{dg_server.port}", f"ws://127.0.0.1:{dg_server.port}"
-        bad = AsyncDeepgramClient(api_key="wrong", environment=DeepgramClientEnvironment(
-            base=base, production=ws, agent=ws, agent_rest=base))
+        bad = AsyncDeepgramClient(
+            api_key="wrong", environment=DeepgramClientEnvironment(base=base, production=ws, agent=ws, agent_rest=base)
+        )
         with pytest.raises(ApiError) as info:
             async with bad.listen.v1.connect(model="nova-3"):
                 pass
     assert info.value.status_code == 401
 
 
-@pytest.mark.parametrize("headers,subprotocols", [
-    ({"Authorization": f"Bearer {KEY}"}, None), ({"Authorization": f"token {KEY}"}, None), ({}, ["token", KEY])])
+@pytest.mark.parametrize(
+    "headers,subprotocols",
+    [({"Authorization": f"Bearer {KEY}"}, None), ({"Authorization": f"token {KEY}"}, None), ({}, ["token", KEY])],
+)
 async def test_key_forms(tiny_dg: Any, headers: dict[str, str], subprotocols: Any) -> None:
     url = f"ws://127.0.0.1:{tiny_dg.port}/v1/listen?encoding=linear16&sample_rate=16000"
     async with websockets.connect(url, additional_headers=headers, subprotocols=subprotocols) as ws:
@@ -149,16 +163,31 @@ async def test_key_forms(tiny_dg: Any, headers: dict[str, str], subprotocols: An
     assert msgs[-1]["type"] == "Metadata" and ws.close_code == 1000
 
 
-@pytest.mark.parametrize("query,word", [
-    ("encoding=opus&sample_rate=16000", "encoding"), ("encoding=linear16", "sample_rate"),
-    ("language=fr", "language"), ("diarize=true", "diarize"), ("multichannel=true", "multichannel"),
-    ("interim_results=maybe", "interim_results"), ("utterance_end_ms=1000", "interim_results"),
-    ("encoding=linear16&sample_rate=abc", "sample_rate"), ("redact=pci", "redact")])
+@pytest.mark.parametrize(
+    "query,word",
+    [
+        ("encoding=opus&sample_rate=16000", "encoding"),
+        ("encoding=linear16", "sample_rate"),
+        ("language=fr", "language"),
+        ("diarize=true", "diarize"),
+        ("multichannel=true", "multichannel"),
+        ("interim_results=maybe", "interim_results"),
+        ("utterance_end_ms=1000", "interim_results"),
+        ("encoding=linear16&sample_rate=abc", "sample_rate"),
+        ("redact=pci", "redact"),
+    ],
+)
 def test_bad_query_is_a_deepgram_400(tiny_dg: Any, query: str, word: str) -> None:
-    req = urllib.request.Request(f"http://127.0.0.1:{tiny_dg.port}/v1/listen?{query}",
-                                 headers={"Authorization": f"Token {KEY}", "Connection": "Upgrade",
-                                          "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-                                          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{tiny_dg.port}/v1/listen?{query}",
+        headers={
+            "Authorization": f"Token {KEY}",
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        },
+    )
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req)
     body = json.loads(info.value.read())
@@ -169,14 +198,28 @@ async def test_ignored_options_telephony_and_wav_streams(tiny_dg: Any) -> None:
     import audioop  # noqa: PLC0415 - Python 3.11 still has it: an independent G.711 encoder
 
     tone = (np.sin(np.arange(8000) / 5) * 8000).astype("<i2").tobytes()
-    wav_header = (b"RIFF" + (36 + len(tone)).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
-                  + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (8000).to_bytes(4, "little")
-                  + (16000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
-                  + b"data" + len(tone).to_bytes(4, "little"))
-    cases = [("encoding=mulaw&sample_rate=8000&model=nova-2&smart_format=true&punctuate=true&numerals=true",
-              audioop.lin2ulaw(tone, 2)),
-             ("encoding=alaw&sample_rate=8000&filler_words=true&no_delay=true", audioop.lin2alaw(tone, 2)),
-             ("model=nova-3", wav_header + tone)]
+    wav_header = (
+        b"RIFF"
+        + (36 + len(tone)).to_bytes(4, "little")
+        + b"WAVEfmt "
+        + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")
+        + (1).to_bytes(2, "little")
+        + (8000).to_bytes(4, "little")
+        + (16000).to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (16).to_bytes(2, "little")
+        + b"data"
+        + len(tone).to_bytes(4, "little")
+    )
+    cases = [
+        (
+            "encoding=mulaw&sample_rate=8000&model=nova-2&smart_format=true&punctuate=true&numerals=true",
+            audioop.lin2ulaw(tone, 2),
+        ),
+        ("encoding=alaw&sample_rate=8000&filler_words=true&no_delay=true", audioop.lin2alaw(tone, 2)),
+        ("model=nova-3", wav_header + tone),
+    ]
     for query, audio in cases:
         url = f"ws://127.0.0.1:{tiny_dg.port}/v1/listen?{query}"
         async with websockets.connect(url, additional_headers={"Authorization": f"Token {KEY}"}) as ws:
@@ -202,8 +245,10 @@ async def test_keepalive_holds_the_stream_then_idle_closes_with_net_0001(tiny_dg
 async def test_bad_messages_get_error_messages_and_limits_hold(tiny_dg: Any) -> None:
     url = f"ws://127.0.0.1:{tiny_dg.port}/v1/listen?encoding=linear16&sample_rate=16000"
     hdr = {"Authorization": f"Token {KEY}"}
-    async with websockets.connect(url, additional_headers=hdr) as ws, \
-            websockets.connect(url, additional_headers=hdr) as ws2:
+    async with (
+        websockets.connect(url, additional_headers=hdr) as ws,
+        websockets.connect(url, additional_headers=hdr) as ws2,
+    ):
         async with websockets.connect(url, additional_headers=hdr) as third:  # max_sessions=2
             refused = await read_all(third)
         assert third.close_code == 1013 and refused[0]["type"] == "Error"
@@ -246,13 +291,20 @@ def test_livekit_plugin_streams_against_the_server(dg_server: Any) -> None:
 
     async def run() -> list[Any]:
         async with aiohttp.ClientSession() as session:
-            dg = deepgram.STT(api_key=KEY, base_url=f"http://127.0.0.1:{dg_server.port}/v1/listen",
-                              http_session=session, utterance_end_ms=1000)
+            dg = deepgram.STT(
+                api_key=KEY,
+                base_url=f"http://127.0.0.1:{dg_server.port}/v1/listen",
+                http_session=session,
+                utterance_end_ms=1000,
+            )
             stream = dg.stream(conn_options=APIConnectOptions(max_retry=0, timeout=10))
             for i in range(0, len(data), 1600):
-                chunk = np.ascontiguousarray(data[i:i + 1600])
-                stream.push_frame(rtc.AudioFrame(data=chunk.tobytes(), sample_rate=16000, num_channels=1,
-                                                 samples_per_channel=len(chunk)))
+                chunk = np.ascontiguousarray(data[i : i + 1600])
+                stream.push_frame(
+                    rtc.AudioFrame(
+                        data=chunk.tobytes(), sample_rate=16000, num_channels=1, samples_per_channel=len(chunk)
+                    )
+                )
             stream.end_input()
             events = [ev async for ev in stream if ev.type != lkstt.SpeechEventType.RECOGNITION_USAGE]
             await stream.aclose()
@@ -266,19 +318,39 @@ def test_livekit_plugin_streams_against_the_server(dg_server: Any) -> None:
     assert finals and " ".join(finals).strip()
 
 
-_fuzz = st.one_of(v1_messages,  # the v1 fuzz cases, plus this protocol's own
-                  st.binary(max_size=100), st.text(max_size=100),
-                  st.fixed_dictionaries({"type": st.sampled_from(["KeepAlive", "Finalize", "CloseStream", "x", 5])})
-                  .map(json.dumps))
+_fuzz = st.one_of(
+    v1_messages,  # the v1 fuzz cases, plus this protocol's own
+    st.binary(max_size=100),
+    st.text(max_size=100),
+    st.fixed_dictionaries({"type": st.sampled_from(["KeepAlive", "Finalize", "CloseStream", "x", 5])}).map(json.dumps),
+)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(_fuzz, min_size=1, max_size=8), st.dictionaries(
-    st.sampled_from(["encoding", "sample_rate", "channels", "endpointing", "interim_results", "vad_events",
-                     "utterance_end_ms", "language", "keyterm", "model"]),
-    st.text(max_size=12) | st.sampled_from(["linear16", "16000", "true", "false", "0", "1000", "en"]), max_size=5))
-def test_fuzzed_streams_and_queries_never_break_the_server(tiny_dg: Any, batch: list[Any],
-                                                          query: dict[str, str]) -> None:
+@given(
+    st.lists(_fuzz, min_size=1, max_size=8),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "encoding",
+                "sample_rate",
+                "channels",
+                "endpointing",
+                "interim_results",
+                "vad_events",
+                "utterance_end_ms",
+                "language",
+                "keyterm",
+                "model",
+            ]
+        ),
+        st.text(max_size=12) | st.sampled_from(["linear16", "16000", "true", "false", "0", "1000", "en"]),
+        max_size=5,
+    ),
+)
+def test_fuzzed_streams_and_queries_never_break_the_server(
+    tiny_dg: Any, batch: list[Any], query: dict[str, str]
+) -> None:
     asyncio.run(_fuzz_once(tiny_dg.port, batch, query))
 
 

@@ -21,8 +21,10 @@ import websockets
 from helpers import REPO, start_server_thread
 from test_server import drain, start
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
-                                reason="nginx is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
+    reason="nginx is not installed (.ci/run installs it)",
+)
 TONE = (np.sin(np.arange(16000) / 5) * 8000).astype("<i2").tobytes()
 
 
@@ -34,8 +36,9 @@ def free_port() -> int:
 
 def sessions_total(http_url: str) -> float:
     text = urllib.request.urlopen(http_url + "/metrics").read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("streaming_asr_sessions_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("streaming_asr_sessions_total{")
+    )
 
 
 @pytest.fixture
@@ -43,13 +46,20 @@ def balanced(tmp_path: Path) -> Iterator[tuple[int, Any, Any]]:
     a, b = start_server_thread("tiny"), start_server_thread("tiny")
     listen = free_port()
     conf = (REPO / "deploy" / "nginx.conf").read_text()
-    for word, value in (("@PREFIX@", str(tmp_path)), ("@PORT_A@", str(a.port)), ("@PORT_B@", str(b.port)),
-                        ("@LISTEN@", str(listen))):
+    for word, value in (
+        ("@PREFIX@", str(tmp_path)),
+        ("@PORT_A@", str(a.port)),
+        ("@PORT_B@", str(b.port)),
+        ("@LISTEN@", str(listen)),
+    ):
         conf = conf.replace(word, value)
     (tmp_path / "nginx.conf").write_text(conf)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         for _ in range(100):  # until it listens
             try:
@@ -109,8 +119,11 @@ def test_nginx_spreads_sessions_and_routes_around_a_draining_replica(balanced: t
             assert events[-1]["type"] == "closed"  # no client saw the drain
         assert sessions_total(b.http_url) == before_b + 8
         text = urllib.request.urlopen(a.http_url + "/metrics").read().decode()
-        refused = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith('streaming_asr_refused_total{reason="draining"}')]
+        refused = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith('streaming_asr_refused_total{reason="draining"}')
+        ]
         assert refused and refused[0] >= 1  # A was tried, answered 503, and nginx went on to B
         hold.set()
         for events in await asyncio.gather(*held):  # the draining replica's own session still ends well
@@ -137,7 +150,7 @@ def test_a_replica_stopping_mid_stream_costs_a_session_boundary_not_audio(balanc
                 serving = next(s for s in (a, b) if s.server.connections)
                 stopped.append(serving)
                 await asyncio.get_running_loop().run_in_executor(None, serving.stop)
-            yield audio[i:i + 3200]
+            yield audio[i : i + 3200]
             await asyncio.sleep(0.025)
 
     stream = ReconnectingStream(lambda: AsrClient(f"ws://127.0.0.1:{listen}/v1/stream"), backoff_s=0.1)

@@ -30,7 +30,7 @@ def test_manifests_parse_and_match_the_server(standin_server: Any) -> None:
     assert pod["terminationGracePeriodSeconds"] > float(env["STREAMING_ASR_DRAIN_TIMEOUT"])
     dests = serve_dests()
     for name in env:  # every variable is one the server reads
-        assert name.startswith("STREAMING_ASR_") and name[len("STREAMING_ASR_"):].lower() in dests, name
+        assert name.startswith("STREAMING_ASR_") and name[len("STREAMING_ASR_") :].lower() in dests, name
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         path = container[probe]["httpGet"]["path"]
         assert urllib.request.urlopen(standin_server.http_url + path).status == 200, path

@@ -44,10 +44,13 @@ def test_window_covering_the_utterance_is_identical_to_offline() -> None:
     model = tiny_model()
     audio = np.random.default_rng(0).normal(0, 0.1, 16000 * 3).astype(np.float32)
     pieces: list[np.ndarray] = []
-    session = StreamingSession(model.info, StreamConfig(chunk_s=0.5, left_context_s=10, lookahead_s=10),
-                               on_commit=lambda f, lp: pieces.append(lp))
+    session = StreamingSession(
+        model.info,
+        StreamConfig(chunk_s=0.5, left_context_s=10, lookahead_s=10),
+        on_commit=lambda f, lp: pieces.append(lp),
+    )
     for i in range(0, audio.size, 777):
-        session.push(audio[i:i + 777])
+        session.push(audio[i : i + 777])
         session.run(model)
     session.finish()
     session.run(model)
@@ -104,7 +107,7 @@ def test_other_input_rates_are_resampled(rate: int) -> None:
     step = rate // 10
     finals: list[Final] = []
     for i in range(0, pcm.size, step):
-        session.push(inp.feed(pcm[i:i + step].tobytes()))
+        session.push(inp.feed(pcm[i : i + step].tobytes()))
         finals += [e for e in session.run(model) if isinstance(e, Final)]
     session.push(inp.flush())
     session.finish()
@@ -141,8 +144,13 @@ def test_unreachable_hub_says_how_to_pass_a_directory(tmp_path) -> None:  # type
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # read at import time, hence a subprocess
     wav = tmp_path / "a.wav"
     sf.write(wav, np.zeros(1600, np.float32), 16000)
-    proc = subprocess.run([sys.executable, "-m", "streaming_asr", "transcribe", str(wav), "--model",
-                           "some-org/no-such-model-xyz"], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streaming_asr", "transcribe", str(wav), "--model", "some-org/no-such-model-xyz"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("streaming-asr: error:") and "--model ./model" in lines[-1]
@@ -169,5 +177,10 @@ def test_int8_quantised_model_still_recognises() -> None:
 
     q = CtcModel.load(str(STANDIN_MODEL), device="cpu", quantize=True)
     audio, _ = _file(0)
-    assert cer(transcribe_offline(standin_model(), standin_model().info, audio).text,
-               transcribe_streaming(q, q.info, audio).text) < 0.25
+    assert (
+        cer(
+            transcribe_offline(standin_model(), standin_model().info, audio).text,
+            transcribe_streaming(q, q.info, audio).text,
+        )
+        < 0.25
+    )

@@ -19,16 +19,36 @@ from hypothesis import strategies as st
 
 from test_server import recv_json
 
-FIELDS = ("type", "sample_rate", "encoding", "channels", "interim_results", "chunk_s", "left_context_s",
-          "lookahead_s", "endpoint_silence_s", "max_segment_s", "phrases", "phrase_boost", "id")
+FIELDS = (
+    "type",
+    "sample_rate",
+    "encoding",
+    "channels",
+    "interim_results",
+    "chunk_s",
+    "left_context_s",
+    "lookahead_s",
+    "endpoint_silence_s",
+    "max_segment_s",
+    "phrases",
+    "phrase_boost",
+    "id",
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.sampled_from([10**400, -10**400, 2**53])
-    | st.floats(allow_nan=False) | st.text(max_size=30),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([10**400, -(10**400), 2**53])
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
-    max_leaves=20)
+    max_leaves=20,
+)
 messages = st.one_of(
-    st.fixed_dictionaries({"type": st.sampled_from(["start", "stop", "finalize", "ping", "x"])},
-                          optional={k: json_values for k in FIELDS[1:]}).map(json.dumps),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["start", "stop", "finalize", "ping", "x"])},
+        optional={k: json_values for k in FIELDS[1:]},
+    ).map(json.dumps),
     json_values.map(json.dumps),
     st.binary(max_size=200),
     st.text(max_size=200),
@@ -83,15 +103,22 @@ async def _exchange(url: str, batch: list[Any], started: bool) -> None:
 
 
 tokens = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=12)
-targets = st.one_of(st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=300).map(lambda t: "/" + t),
-                    st.sampled_from(["/", "/health", "/v1/stream", "/v1/auth", "*", "http://x/", "/%00", "/.."]))
+targets = st.one_of(
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=300).map(lambda t: "/" + t),
+    st.sampled_from(["/", "/health", "/v1/stream", "/v1/auth", "*", "http://x/", "/%00", "/.."]),
+)
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.one_of(tokens, st.sampled_from(["GET", "HEAD", "POST", "PUT", "OPTIONS", "TRACE", "CONNECT", "PATCH"])),
-       targets, st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", "junk"]), st.binary(max_size=40))
-def test_random_request_lines_never_error(fuzz_server: Any, method: str, target: str, version: str,
-                                          tail: bytes) -> None:
+@given(
+    st.one_of(tokens, st.sampled_from(["GET", "HEAD", "POST", "PUT", "OPTIONS", "TRACE", "CONNECT", "PATCH"])),
+    targets,
+    st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", "junk"]),
+    st.binary(max_size=40),
+)
+def test_random_request_lines_never_error(
+    fuzz_server: Any, method: str, target: str, version: str, tail: bytes
+) -> None:
     line = f"{method} {target} {version}\r\nHost: x\r\nConnection: close\r\n".encode() + tail + b"\r\n\r\n"
     with socket.create_connection(("127.0.0.1", fuzz_server.port), timeout=30) as s:
         s.sendall(line)

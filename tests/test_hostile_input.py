@@ -58,10 +58,21 @@ async def test_wrong_types_are_coded_non_fatal_errors(server_factory: Any, messa
         await _still_usable(ws)
 
 
-@pytest.mark.parametrize("text", [
-    NESTED, '{"type": "ping", "id": ' + NESTED + "}", '{"type": "start", "sample_rate": 16000, "phrases": ' + NESTED + "}",
-    '{"type": "start", "sample_rate": NaN, "phrase_boost": NaN}', "\udcff", "{", "null", "[]", '"start"',
-], ids=["deep", "deep-ping-id", "deep-phrases", "nan", "lone-surrogate", "truncated", "null", "list", "string"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        NESTED,
+        '{"type": "ping", "id": ' + NESTED + "}",
+        '{"type": "start", "sample_rate": 16000, "phrases": ' + NESTED + "}",
+        '{"type": "start", "sample_rate": NaN, "phrase_boost": NaN}',
+        "\udcff",
+        "{",
+        "null",
+        "[]",
+        '"start"',
+    ],
+    ids=["deep", "deep-ping-id", "deep-phrases", "nan", "lone-surrogate", "truncated", "null", "list", "string"],
+)
 async def test_malformed_json_is_bad_json(server_factory: Any, text: str) -> None:
     server = _tiny(server_factory)
     async with websockets.connect(server.ws_url) as ws:

@@ -30,8 +30,10 @@ ENDINGS = ("stop", "disconnect", "shutdown", "timeout")
 
 # ------------------------------------------------------------ driver: any order
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.sampled_from(("audio", "audio", "finalize", "yield", *ENDINGS)), min_size=1, max_size=14),
-       st.integers(1, 40))
+@given(
+    st.lists(st.sampled_from(("audio", "audio", "finalize", "yield", *ENDINGS)), min_size=1, max_size=14),
+    st.integers(1, 40),
+)
 def test_every_accepted_sample_ends_in_a_final_whatever_the_order(ops: list[str], frames: int) -> None:
     asyncio.run(_drive(ops, frames))
 
@@ -99,8 +101,9 @@ def _small_socket(port: int) -> socket.socket:
     return sock
 
 
-async def test_non_reading_and_half_open_clients_are_reaped(server_factory: Any,
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_non_reading_and_half_open_clients_are_reaped(
+    server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     caplog.set_level(logging.INFO, logger="streaming_asr.server")
@@ -126,8 +129,9 @@ async def test_non_reading_and_half_open_clients_are_reaped(server_factory: Any,
     assert sum('reason="timeout"' in c for c in closes) >= 2, closes
 
 
-async def test_a_slow_consumer_is_closed_after_the_send_timeout(server_factory: Any,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_slow_consumer_is_closed_after_the_send_timeout(
+    server_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     import logging
 
     caplog.set_level(logging.INFO, logger="streaming_asr.server")
@@ -159,8 +163,7 @@ class SlowForward:
 
 async def test_admission_holds_what_the_model_can_compute(server_factory: Any) -> None:
     delay = 0.1
-    server = server_factory("tiny", forward=SlowForward(delay), max_load=0.5, model_workers=1,
-                            max_queue_delay_s=0)
+    server = server_factory("tiny", forward=SlowForward(delay), max_load=0.5, model_workers=1, max_queue_delay_s=0)
     cap = _health(server)["capacity"]
     assert delay <= cap["window_cost_s"] <= delay + 0.15  # the calibration saw the slow forward
     per_session = cap["window_cost_s"] / 0.48
@@ -189,10 +192,29 @@ async def test_admission_holds_what_the_model_can_compute(server_factory: Any) -
 async def test_sigterm_keeps_every_final_and_exits_with_stuck_clients(tmp_path: Any) -> None:
     log_path = tmp_path / "serve.log"
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "streaming_asr", "serve", "--model", str(STANDIN_MODEL),
-                                 "--port", "0", "--max-load", "0", "--close-timeout", "2", "--idle-timeout", "60",
-                                 "--drain-timeout", "0"],
-                                stdout=subprocess.PIPE, stderr=log_file, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streaming_asr",
+                "serve",
+                "--model",
+                str(STANDIN_MODEL),
+                "--port",
+                "0",
+                "--max-load",
+                "0",
+                "--close-timeout",
+                "2",
+                "--idle-timeout",
+                "60",
+                "--drain-timeout",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+        )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         url = line.split()[3]

@@ -18,7 +18,7 @@ from test_server import drain, start
 
 
 async def _short_sessions(url: str, count: int, concurrency: int = 4) -> None:
-    audio = (b"\x10\x00\xf0\xff" * 4000)  # 0.5 s
+    audio = b"\x10\x00\xf0\xff" * 4000  # 0.5 s
 
     async def one(i: int) -> None:
         async with websockets.connect(url) as ws:

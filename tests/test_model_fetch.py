@@ -25,15 +25,28 @@ def closed_port() -> int:
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streaming_asr", *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "streaming_asr", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 @pytest.mark.parametrize("extra,words", [({}, "cannot be reached"), ({"HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE")])
 def test_unreachable_hub_fails_at_once_with_the_way_out(tmp_path: Path, extra: dict[str, str], words: str) -> None:
     wav = str(next((TTS_DEV / "wav").glob("*.wav")))
-    proc = run_cli("transcribe", "--model", "facebook/wav2vec2-base-960h", "--no-progress", wav,
-                   HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}", **extra)
+    proc = run_cli(
+        "transcribe",
+        "--model",
+        "facebook/wav2vec2-base-960h",
+        "--no-progress",
+        wav,
+        HF_HOME=str(tmp_path / "hf"),
+        HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}",
+        **extra,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert words in proc.stderr and "streaming-asr download facebook/wav2vec2-base-960h" in proc.stderr
     assert "retry" not in proc.stderr.lower()  # one probe, no retry loop
@@ -103,10 +116,28 @@ def test_the_port_opens_before_the_model_loads(tmp_path: Path) -> None:
     hub_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
     threading.Thread(target=hub_server.serve_forever, daemon=True).start()
     port = closed_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streaming_asr", "serve", "--model", "org/not-cached", "--port",
-                             str(port), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "HF_HOME": str(tmp_path / "hf"),
-                                 "HF_ENDPOINT": f"http://127.0.0.1:{hub_server.server_address[1]}"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streaming_asr",
+            "serve",
+            "--model",
+            "org/not-cached",
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={
+            **os.environ,
+            "HF_HOME": str(tmp_path / "hf"),
+            "HF_ENDPOINT": f"http://127.0.0.1:{hub_server.server_address[1]}",
+        },
+    )
 
     def status(path: str) -> tuple[int, dict[str, Any]]:
         try:

@@ -104,8 +104,9 @@ def test_json_is_the_default_and_equals_the_cli_transcript(server: ServerHandle,
     assert transcribe(server, data, response_format="json").text == expected
 
 
-def test_shorter_upload_windows_are_the_offline_run_with_that_window(long_wav: tuple[bytes, str],
-                                                                    tmp_path: Path) -> None:
+def test_shorter_upload_windows_are_the_offline_run_with_that_window(
+    long_wav: tuple[bytes, str], tmp_path: Path
+) -> None:
     from streaming_asr.offline import OfflineRun
 
     handle = start_server_thread("tiny", upload_window_s=4.0)
@@ -148,8 +149,9 @@ def test_srt_and_vtt(server: ServerHandle, long_wav: tuple[bytes, str], fmt: str
 
 def test_verbose_json_with_words_and_segments(server: ServerHandle, long_wav: tuple[bytes, str]) -> None:
     data, expected = long_wav
-    r = transcribe(server, data, response_format="verbose_json", language="en",
-                   timestamp_granularities=["word", "segment"])
+    r = transcribe(
+        server, data, response_format="verbose_json", language="en", timestamp_granularities=["word", "segment"]
+    )
     assert isinstance(r, openai.types.audio.TranscriptionVerbose)
     assert (r.task, r.language, r.text) == ("transcribe", "english", expected)  # type: ignore[attr-defined]
     assert r.duration == pytest.approx(70.693, abs=0.01) and r.usage.seconds == math.ceil(r.duration)
@@ -170,8 +172,9 @@ def test_verbose_json_granularity(server: ServerHandle, short_wav: bytes) -> Non
     assert words.segments is None and words.words and words.text == default.text
 
 
-@pytest.mark.parametrize("fmt,subtype", [("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("OGG", "OPUS"),
-                                         ("MP3", "MPEG_LAYER_III")])
+@pytest.mark.parametrize(
+    "fmt,subtype", [("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("OGG", "OPUS"), ("MP3", "MPEG_LAYER_III")]
+)
 def test_compressed_uploads(server: ServerHandle, short_wav: bytes, fmt: str, subtype: str) -> None:
     """Any container libsndfile reads, recognised by content (the part's name and type say WAV here)."""
     audio, rate = sf.read(io.BytesIO(short_wav), dtype="int16")
@@ -197,16 +200,22 @@ def _wav(samples: np.ndarray, rate: int = 16000, fmt: str = "WAV") -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("data,code,words", [(b"", "empty_file", "is empty"),
-                                             (b"RIFF\x00 this is not audio" * 20, "invalid_audio", "not recognised"),
-                                             (_wav(np.zeros(0, np.int16)), "empty_file", "no audio samples")])
+@pytest.mark.parametrize(
+    "data,code,words",
+    [
+        (b"", "empty_file", "is empty"),
+        (b"RIFF\x00 this is not audio" * 20, "invalid_audio", "not recognised"),
+        (_wav(np.zeros(0, np.int16)), "empty_file", "no audio samples"),
+    ],
+)
 def test_not_audio(server: ServerHandle, data: bytes, code: str, words: str) -> None:
     e = error_of(server, data)
     assert isinstance(e, openai.BadRequestError) and (e.code, e.param) == (code, "file") and words in e.message
 
 
-@pytest.mark.parametrize("language,ok", [("en", True), ("EN", True), ("English", True), ("en-US", True),
-                                         ("fr", False), ("german", False)])
+@pytest.mark.parametrize(
+    "language,ok", [("en", True), ("EN", True), ("English", True), ("en-US", True), ("fr", False), ("german", False)]
+)
 def test_language(server: ServerHandle, short_wav: bytes, language: str, ok: bool) -> None:
     if ok:
         assert transcribe(server, short_wav, language=language).text
@@ -224,23 +233,34 @@ def test_bad_options(server: ServerHandle, short_wav: bytes) -> None:
     e = error_of(server, short_wav, stream=True)
     assert e.status_code == 400 and e.param == "stream" and "not supported" in e.message
     # accepted and ignored: model, prompt, temperature, unknown fields
-    r = client(server).audio.transcriptions.create(file=("a.wav", short_wav), model="any", prompt="hi",
-                                                   temperature=0.3, extra_body={"foo": "bar"})
+    r = client(server).audio.transcriptions.create(
+        file=("a.wav", short_wav), model="any", prompt="hi", temperature=0.3, extra_body={"foo": "bar"}
+    )
     assert r.text
 
 
 def _multipart(parts: list[tuple[str, bytes]], boundary: str = "XbOuNdArY") -> tuple[bytes, str]:
-    body = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'.encode()
-        + (b'; filename="x"\r\nContent-Type: application/octet-stream' if name == "file" else b"")
-        + b"\r\n\r\n" + value + b"\r\n" for name, value in parts) + f"--{boundary}--\r\n".encode()
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'.encode()
+            + (b'; filename="x"\r\nContent-Type: application/octet-stream' if name == "file" else b"")
+            + b"\r\n\r\n"
+            + value
+            + b"\r\n"
+            for name, value in parts
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
 async def _post(server: ServerHandle, body: Any, ctype: str, key: str = KEY) -> tuple[int, Any, Any]:
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{server.http_url}/v1/audio/transcriptions", data=body,
-                             headers={"Content-Type": ctype, "Authorization": f"Bearer {key}"}) as resp:
+        async with http.post(
+            f"{server.http_url}/v1/audio/transcriptions",
+            data=body,
+            headers={"Content-Type": ctype, "Authorization": f"Bearer {key}"},
+        ) as resp:
             text = await resp.text()
             body = json.loads(text) if resp.content_type == "application/json" else text
             return resp.status, body, resp.headers
@@ -305,7 +325,7 @@ async def test_too_large_while_streaming(small_server: ServerHandle, short_wav: 
 
     async def chunks() -> AsyncIterator[bytes]:
         for i in range(0, len(body), 8192):
-            yield body[i:i + 8192]
+            yield body[i : i + 8192]
 
     status, err, _ = await _post(small_server, chunks(), ctype)
     assert status == 413 and err["error"]["code"] == "file_too_large"
@@ -375,6 +395,7 @@ def test_recognition_equals_the_cli(standin_server: ServerHandle) -> None:
     model = standin_model()
     expected = transcribe_offline(model, model.info, read_audio(row["wav"], 16000)[0]).text
     with open(row["wav"], "rb") as f:
-        r = openai.OpenAI(base_url=f"{standin_server.http_url}/v1", api_key="unused", max_retries=0,
-                          timeout=60).audio.transcriptions.create(file=f, model="whisper-1")
+        r = openai.OpenAI(
+            base_url=f"{standin_server.http_url}/v1", api_key="unused", max_retries=0, timeout=60
+        ).audio.transcriptions.create(file=f, model="whisper-1")
     assert r.text == expected and len(expected.split()) >= 3

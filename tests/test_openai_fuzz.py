@@ -17,8 +17,18 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-FIELDS = ("model", "language", "response_format", "timestamp_granularities[]", "timestamp_granularities",
-          "prompt", "temperature", "stream", "file", "x")
+FIELDS = (
+    "model",
+    "language",
+    "response_format",
+    "timestamp_granularities[]",
+    "timestamp_granularities",
+    "prompt",
+    "temperature",
+    "stream",
+    "file",
+    "x",
+)
 
 
 def _wav() -> bytes:
@@ -28,10 +38,19 @@ def _wav() -> bytes:
 
 
 WAV = _wav()
-values = st.one_of(st.text(max_size=20), st.sampled_from(["json", "text", "srt", "vtt", "verbose_json", "word",
-                                                           "segment", "en", "fr", "true", "false", "0", ""]))
-files = st.one_of(st.binary(max_size=300), st.just(WAV), st.just(WAV[:50]), st.just(WAV[:44]),
-                  st.binary(max_size=40).map(lambda b: WAV[:44] + b))
+values = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(
+        ["json", "text", "srt", "vtt", "verbose_json", "word", "segment", "en", "fr", "true", "false", "0", ""]
+    ),
+)
+files = st.one_of(
+    st.binary(max_size=300),
+    st.just(WAV),
+    st.just(WAV[:50]),
+    st.just(WAV[:44]),
+    st.binary(max_size=40).map(lambda b: WAV[:44] + b),
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +59,14 @@ def upload_server(server_factory: Any) -> Any:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.sampled_from(FIELDS), values), max_size=6), st.lists(files, max_size=2),
-       st.one_of(st.none(), st.binary(max_size=200)))
-def test_random_forms_never_get_a_5xx(upload_server: Any, fields: list[tuple[str, str]], uploads: list[bytes],
-                                      raw: bytes | None) -> None:
+@given(
+    st.lists(st.tuples(st.sampled_from(FIELDS), values), max_size=6),
+    st.lists(files, max_size=2),
+    st.one_of(st.none(), st.binary(max_size=200)),
+)
+def test_random_forms_never_get_a_5xx(
+    upload_server: Any, fields: list[tuple[str, str]], uploads: list[bytes], raw: bytes | None
+) -> None:
     asyncio.run(_post(upload_server.http_url, fields, uploads, raw))
 
 

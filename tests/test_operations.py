@@ -34,8 +34,11 @@ def samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """/metrics parsed with prometheus_client's own parser: {(sample name, labels): value}."""
     status, body, headers = get(base + "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
 
 
 def value(m: dict[Any, float], name: str, **labels: str) -> float:
@@ -46,7 +49,7 @@ async def v1_session(url: str) -> None:
     async with websockets.connect(url) as ws:
         await start(ws, interim_results=True)
         for i in range(0, len(TONE), 3200):
-            await ws.send(TONE[i:i + 3200])
+            await ws.send(TONE[i : i + 3200])
         await ws.send(b"\x00")  # unaligned: one error
         await ws.send(json.dumps({"type": "stop"}))
         await drain(ws)
@@ -127,9 +130,28 @@ def test_live_ready_full_and_draining() -> None:
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("tls")
     cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 

@@ -27,8 +27,16 @@ from streaming_asr.phrase_rescore import (
 )
 from streaming_asr.phrases import DEFAULT_BOOST
 
-INFO = ModelInfo(name="limits", vocab=default_vocab(32), blank_id=0, delimiter_id=4, sample_rate=16000,
-                 conv_kernels=(10, 3, 3, 3, 3, 2, 2), conv_strides=(5, 2, 2, 2, 2, 2, 2), do_normalize=True)
+INFO = ModelInfo(
+    name="limits",
+    vocab=default_vocab(32),
+    blank_id=0,
+    delimiter_id=4,
+    sample_rate=16000,
+    conv_kernels=(10, 3, 3, 3, 3, 2, 2),
+    conv_strides=(5, 2, 2, 2, 2, 2, 2),
+    do_normalize=True,
+)
 ID = {tok: i for i, tok in enumerate(INFO.vocab)}
 FRAMES = 1000  # max_segment_s = 20 s at 50 frames/s
 LETTERS = "ETAONIHSRDLUMWCFGYPBVKXJQZ"
@@ -86,8 +94,10 @@ def test_limit_values() -> None:
         (["ok", "x" * 1024], ("MAX_PHRASE_CHARS", "1024", "phrases[1]")),
         ([" ".join(["go"] * (MAX_PHRASE_WORDS + 1))], ("MAX_PHRASE_WORDS", "16 words", "17")),
         (["-".join("abcdefghijklmnopq")], ("MAX_PHRASE_WORDS", "17")),  # '-' separates words too
-        (["a" * MAX_PHRASE_CHARS] * (MAX_PHRASE_TOTAL_CHARS // MAX_PHRASE_CHARS + 1),
-         ("MAX_PHRASE_TOTAL_CHARS", "20000", "20100")),
+        (
+            ["a" * MAX_PHRASE_CHARS] * (MAX_PHRASE_TOTAL_CHARS // MAX_PHRASE_CHARS + 1),
+            ("MAX_PHRASE_TOTAL_CHARS", "20000", "20100"),
+        ),
         (["fine", 3], ("string", "phrases[1]", "int")),
         (["fine", None], ("string", "NoneType")),
         (["fine", ["nested"]], ("string", "list")),
@@ -132,8 +142,9 @@ def test_lists_at_the_limits_are_accepted() -> None:
 # ---------------------------------------------------------------------- boost
 
 
-@pytest.mark.parametrize("value", [-1, -0.5, 10.5, 11, 10**400, "x", "2", float("nan"), float("inf"),
-                                   float("-inf"), [], {}, True, False])
+@pytest.mark.parametrize(
+    "value", [-1, -0.5, 10.5, 11, 10**400, "x", "2", float("nan"), float("inf"), float("-inf"), [], {}, True, False]
+)
 def test_check_boost_refuses(value: object) -> None:
     with pytest.raises(ConfigError) as excinfo:
         check_boost(value)

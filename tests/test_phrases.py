@@ -22,8 +22,40 @@ from streaming_asr.phrases import (
 )
 
 # wav2vec2's character vocabulary, indexed by id (as in tts-ctc-small/vocab.json).
-VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H", "S", "R", "D",
-         "L", "U", "M", "W", "C", "F", "G", "Y", "P", "B", "V", "K", "'", "X", "J", "Q", "Z"]
+VOCAB = [
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "|",
+    "E",
+    "T",
+    "A",
+    "O",
+    "N",
+    "I",
+    "H",
+    "S",
+    "R",
+    "D",
+    "L",
+    "U",
+    "M",
+    "W",
+    "C",
+    "F",
+    "G",
+    "Y",
+    "P",
+    "B",
+    "V",
+    "K",
+    "'",
+    "X",
+    "J",
+    "Q",
+    "Z",
+]
 ID = {tok: i for i, tok in enumerate(VOCAB)}
 BLANK, DELIM = 0, 4
 
@@ -158,8 +190,13 @@ def test_long_partial_match_does_not_crowd_out_the_true_words() -> None:
     # 20 matched characters hold a large pending bonus when FAN breaks off the phrase; the
     # search must still keep FAN (and then take the bonus back).
     # The FAN frames leave some room for the phrase's next letters, as real posteriors do.
-    fan = frames({"F": 0.6, "L": 0.1, "_": 0.1}, {"A": 0.6, "I": 0.1, "_": 0.1},
-                 {"N": 0.6, "G": 0.1, "H": 0.1}, {"_": 0.6, "T": 0.1, "N": 0.1}, "_")
+    fan = frames(
+        {"F": 0.6, "L": 0.1, "_": 0.1},
+        {"A": 0.6, "I": 0.1, "_": 0.1},
+        {"N": 0.6, "G": 0.1, "H": 0.1},
+        {"_": 0.6, "T": 0.1, "N": 0.1},
+        "_",
+    )
     lp = np.concatenate([spell("_TURN_ ON_ THE_ KITCHEN_ "), fan])
     assert text(greedy(lp)) == "TURN ON THE KITCHEN FAN"
     assert text(biaser(["turn on the kitchen lights"]).decode(lp)) == "TURN ON THE KITCHEN FAN"
@@ -174,19 +211,23 @@ def test_phrase_completes_only_at_a_word_end() -> None:
 def test_other_vocabulary_layouts_are_honoured() -> None:
     # Lower-case letters, blank last, "_" as delimiter.
     vocab = ["a", "b", "c", "_", "<blank>"]
-    lp = np.log(np.array([
-        [0.97, 0.01, 0.01, 0.005, 0.005],   # a
-        [0.01, 0.35, 0.01, 0.01, 0.62],     # b?  (blank wins)
-        [0.01, 0.01, 0.97, 0.005, 0.005],   # c
-    ], dtype=np.float32))
+    lp = np.log(
+        np.array(
+            [
+                [0.97, 0.01, 0.01, 0.005, 0.005],  # a
+                [0.01, 0.35, 0.01, 0.01, 0.62],  # b?  (blank wins)
+                [0.01, 0.01, 0.97, 0.005, 0.005],  # c
+            ],
+            dtype=np.float32,
+        )
+    )
     assert PhraseBiaser(vocab, 4, 3, []).decode(lp) == [0, 2]
     assert PhraseBiaser(vocab, 4, 3, ["ABC"]).decode(lp) == [0, 1, 2]
 
 
 def test_normalize_phrase() -> None:
     alphabet = {tok: i for i, tok in enumerate(VOCAB) if len(tok) == 1 and tok != "|"}
-    assert normalize_phrase("  Don't stop-the music, 10x!", alphabet) == [
-        "DON'T", "STOP", "THE", "MUSIC", "X"]
+    assert normalize_phrase("  Don't stop-the music, 10x!", alphabet) == ["DON'T", "STOP", "THE", "MUSIC", "X"]
     assert normalize_phrase("123 ?!", alphabet) == []
     assert [p for p, _ in biaser(["123", "Play music", "PLAY  music!"]).phrases] == ["Play music"]
 
@@ -199,7 +240,13 @@ def test_forced_align_returns_exact_frame_spans() -> None:
     labels = [ID["A"], ID["B"], ID["|"], ID["C"], ID["A"], ID["A"]]
     al = forced_align(lp, labels, BLANK)
     assert [(VOCAB[a], s, e) for a, s, e, _ in al] == [
-        ("A", 1, 2), ("B", 4, 6), ("|", 7, 7), ("C", 8, 8), ("A", 10, 10), ("A", 12, 12)]
+        ("A", 1, 2),
+        ("B", 4, 6),
+        ("|", 7, 7),
+        ("C", 8, 8),
+        ("A", 10, 10),
+        ("A", 12, 12),
+    ]
     assert all(abs(p - 0.97) < 1e-4 for *_, p in al)
 
 
@@ -241,8 +288,7 @@ def test_find_matches_misspellings() -> None:
     assert 0.8 < got[0].score < 1.0
     # Word boundaries may be off ("SOM MUSIK", "TIMAR", "MINITS" and split/merged words).
     assert [m.phrase for m in b.find(words_of("PLAYSOME MUSIK"))] == ["play some music"]
-    assert [m.phrase for m in b.find(words_of("SET A TIMAR FOR TEN MINITS"))] == [
-        "set a timer for ten minutes"]
+    assert [m.phrase for m in b.find(words_of("SET A TIMAR FOR TEN MINITS"))] == ["set a timer for ten minutes"]
 
 
 def test_find_rejects_distractors() -> None:
@@ -263,8 +309,7 @@ def test_find_is_non_overlapping_and_best_first() -> None:
     assert isinstance(got[0], PhraseMatch)
     # The same phrase twice is found twice.
     twice = b.find(words_of("PLAY SOME MUSIC PLAY SOME MUSIC"))
-    assert [(m.phrase, m.start_frame) for m in twice] == [
-        ("play some music", 0), ("play some music", 30)]
+    assert [(m.phrase, m.start_frame) for m in twice] == [("play some music", 0), ("play some music", 30)]
 
 
 # ---------------------------------------------------------------------- stand-in model

@@ -13,8 +13,9 @@ SAPPHIRE = ZEN3 | {"avx512f", "amx_tile", "amx_bf16"}
 
 
 @pytest.mark.parametrize("flags,expected", [(ZEN3, "fp32"), (ZEN4, "bf16"), (SAPPHIRE, "bf16")])
-def test_auto_picks_bf16_only_where_the_cpu_runs_it_natively(flags: frozenset[str], expected: str,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_picks_bf16_only_where_the_cpu_runs_it_natively(
+    flags: frozenset[str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
     assert resolve_precision("auto", "cpu", flags) == expected
 

@@ -38,10 +38,13 @@ def test_reuse_path_without_cache_is_the_hf_forward(state: bool) -> None:
     assert cache.frames == logp.shape[0]
 
 
-@pytest.mark.parametrize("config", [
-    tiny_config(),  # group-norm CNN, bias-free convs (base-960h's layout)
-    tiny_config(feat_extract_norm="layer", conv_bias=True, do_stable_layer_norm=True),  # large/lv60 layout
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        tiny_config(),  # group-norm CNN, bias-free convs (base-960h's layout)
+        tiny_config(feat_extract_norm="layer", conv_bias=True, do_stable_layer_norm=True),  # large/lv60 layout
+    ],
+)
 def test_new_frame_features_equal_a_full_recompute(config: object) -> None:
     model = CtcModel.from_config(config)
     audio = model.info.normalize(_noise(2.0, 2))
@@ -53,11 +56,16 @@ def test_new_frame_features_equal_a_full_recompute(config: object) -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(pushes=st.lists(st.integers(1, 9000), min_size=1, max_size=12),
-       chunk=st.sampled_from([0.1, 0.32, 0.5]), left=st.sampled_from([0.0, 0.2, 0.66]),
-       ahead=st.sampled_from([0.0, 0.12]), state=st.booleans())
-def test_every_windows_new_features_equal_its_full_recompute(pushes: list[int], chunk: float, left: float,
-                                                              ahead: float, state: bool) -> None:
+@given(
+    pushes=st.lists(st.integers(1, 9000), min_size=1, max_size=12),
+    chunk=st.sampled_from([0.1, 0.32, 0.5]),
+    left=st.sampled_from([0.0, 0.2, 0.66]),
+    ahead=st.sampled_from([0.0, 0.12]),
+    state=st.booleans(),
+)
+def test_every_windows_new_features_equal_its_full_recompute(
+    pushes: list[int], chunk: float, left: float, ahead: float, state: bool
+) -> None:
     """For any push sizes and geometry, each reuse window's new frames get a recompute's exact features."""
     model = tiny_model()
     cfg = StreamConfig(chunk_s=chunk, left_context_s=left, lookahead_s=ahead, feature_reuse=True, state_reuse=state)
@@ -72,7 +80,7 @@ def test_every_windows_new_features_equal_its_full_recompute(pushes: list[int], 
         while (win := session.next_window(max_chunks=1 + i % 3)) is not None:
             item = win.model_input
             out, cache = model([item])[0]
-            expected = _full_features(model, win.audio)[item.new_from:]
+            expected = _full_features(model, win.audio)[item.new_from :]
             if not state:  # feature reuse returns the new frames' CNN features as its cache
                 np.testing.assert_allclose(cache.data[0].numpy(), expected, atol=2e-5)
             with torch.inference_mode():
@@ -112,8 +120,15 @@ def test_state_reuse_computes_only_new_frames_and_keeps_a_bounded_cache() -> Non
         item = win.model_input
         assert isinstance(item, ReuseInput) and item.state
         out = model([item])[0]
-        shapes.append((item.new_from, 0 if item.cache is None else item.cache.frames, out[0].shape[0],
-                       win.own_end - win.own_start, win.forced))
+        shapes.append(
+            (
+                item.new_from,
+                0 if item.cache is None else item.cache.frames,
+                out[0].shape[0],
+                win.own_end - win.own_start,
+                win.forced,
+            )
+        )
         session.accept(win, out)
         if session.flushing:  # not yet the last final
             kept.append(session._cache.frames)
@@ -162,8 +177,11 @@ def test_bf16_runs_the_reuse_path_close_to_fp32() -> None:
 
 
 @standin
-@pytest.mark.parametrize("config", [StreamConfig(feature_reuse=True), StreamConfig(feature_reuse=True, state_reuse=True)],
-                         ids=["features", "state"])
+@pytest.mark.parametrize(
+    "config",
+    [StreamConfig(feature_reuse=True), StreamConfig(feature_reuse=True, state_reuse=True)],
+    ids=["features", "state"],
+)
 def test_reuse_streaming_stays_close_to_offline(config: StreamConfig) -> None:
     refs, off, streamed = espeak_corpus(config)
     assert wer(refs, streamed) <= wer(refs, off) + 0.05
@@ -172,8 +190,9 @@ def test_reuse_streaming_stays_close_to_offline(config: StreamConfig) -> None:
 
 def test_state_refresh_reruns_the_newest_cached_frames_and_replaces_their_state() -> None:
     model = tiny_model()
-    cfg = StreamConfig(chunk_s=0.4, left_context_s=0.8, lookahead_s=0.2, feature_reuse=True, state_reuse=True,
-                       state_refresh_s=0.2)
+    cfg = StreamConfig(
+        chunk_s=0.4, left_context_s=0.8, lookahead_s=0.2, feature_reuse=True, state_reuse=True, state_refresh_s=0.2
+    )
     session = StreamingSession(model.info, cfg)
     session.push(_noise(4.0, 6))
     session.finish()
@@ -189,8 +208,9 @@ def test_state_refresh_reruns_the_newest_cached_frames_and_replaces_their_state(
     assert seen[0][0] == 0 and all(r == 10 for r, *_ in seen[1:])
     assert all(n == frames and c == n + r for r, n, c, frames in seen)  # log-probs: new frames; cache: + refreshed
     # refreshing every cached frame is a recompute of the transformer over the whole window
-    full = StreamConfig(chunk_s=0.4, left_context_s=0.4, lookahead_s=0.2, state_reuse=True, feature_reuse=True,
-                        state_refresh_s=0.4)
+    full = StreamConfig(
+        chunk_s=0.4, left_context_s=0.4, lookahead_s=0.2, state_reuse=True, feature_reuse=True, state_refresh_s=0.4
+    )
     exact = StreamConfig(chunk_s=0.4, left_context_s=0.4, lookahead_s=0.2, feature_reuse=True)
     audio = _noise(3.0, 7)
     a = transcribe_streaming(model, model.info, audio, full).text
@@ -200,8 +220,9 @@ def test_state_refresh_reruns_the_newest_cached_frames_and_replaces_their_state(
 
 def test_lookahead_reuse_hands_the_previous_lookahead_features_to_the_next_window() -> None:
     model = tiny_model()
-    cfg = StreamConfig(chunk_s=0.4, left_context_s=0.8, lookahead_s=0.2, feature_reuse=True, state_reuse=True,
-                       lookahead_reuse=True)
+    cfg = StreamConfig(
+        chunk_s=0.4, left_context_s=0.8, lookahead_s=0.2, feature_reuse=True, state_reuse=True, lookahead_reuse=True
+    )
     session = StreamingSession(model.info, cfg)
     session.push(_noise(4.0, 8))
     plain = StreamingSession(model.info, STATE)
@@ -213,7 +234,7 @@ def test_lookahead_reuse_hands_the_previous_lookahead_features_to_the_next_windo
         ref = plain.next_window()
         out = model([item])[0]
         if item.ahead is not None:  # same projected features the plain path computes, up to GroupNorm statistics
-            proj = model([ref.model_input])[0][1].data[0, :item.ahead.frames]
+            proj = model([ref.model_input])[0][1].data[0, : item.ahead.frames]
             assert np.abs(item.ahead.data[0].numpy() - proj.numpy()).max() < 0.2 * np.abs(proj.numpy()).max()
             assert batch_key(item) != batch_key(ref.model_input)
         session.accept(win, out)

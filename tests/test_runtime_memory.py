@@ -16,11 +16,19 @@ from streaming_asr.session import StreamingSession
 from helpers import tiny_model
 
 
-@pytest.mark.parametrize("given, expected", [(None, str(KERNEL_CACHE_CAPACITY)), ("", str(KERNEL_CACHE_CAPACITY)),
-                                             ("0", str(KERNEL_CACHE_CAPACITY)), ("x", str(KERNEL_CACHE_CAPACITY)),
-                                             ("256", "256")])
-def test_kernel_cache_capacity_is_set_unless_validly_given(monkeypatch: pytest.MonkeyPatch, given: str | None,
-                                                            expected: str) -> None:
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        (None, str(KERNEL_CACHE_CAPACITY)),
+        ("", str(KERNEL_CACHE_CAPACITY)),
+        ("0", str(KERNEL_CACHE_CAPACITY)),
+        ("x", str(KERNEL_CACHE_CAPACITY)),
+        ("256", "256"),
+    ],
+)
+def test_kernel_cache_capacity_is_set_unless_validly_given(
+    monkeypatch: pytest.MonkeyPatch, given: str | None, expected: str
+) -> None:
     # 0 or an empty LRU_CACHE_CAPACITY crashes torch's oneDNN convolutions (segfault): never left in place
     if given is None:
         monkeypatch.delenv("LRU_CACHE_CAPACITY", raising=False)
@@ -54,7 +62,7 @@ def test_a_finished_session_releases_its_audio_and_model_state() -> None:
     session = StreamingSession(model.info, SERVE_DEFAULT)
     audio = (np.random.default_rng(0).standard_normal(16000 * 3) * 0.1).astype(np.float32)
     for k in range(0, audio.size, 1600):
-        session.push(audio[k:k + 1600])
+        session.push(audio[k : k + 1600])
         session.run(model)
     assert session._cache is not None and session.buffered_samples > 0
     session.finish()

@@ -39,7 +39,7 @@ async def start(ws: Any, **fields: Any) -> dict[str, Any]:
 
 async def send_audio(ws: Any, data: bytes, frame_bytes: int = 3200) -> None:
     for i in range(0, len(data), frame_bytes):
-        await ws.send(data[i:i + frame_bytes])
+        await ws.send(data[i : i + frame_bytes])
 
 
 async def drain(ws: Any) -> list[dict[str, Any]]:
@@ -165,7 +165,8 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("messages,code", BAD_INPUTS, ids=[c for _, c in BAD_INPUTS])
 async def test_bad_input_gets_a_coded_error_and_the_session_stays_usable(
-        standin_server: Any, messages: list[Any], code: str) -> None:
+    standin_server: Any, messages: list[Any], code: str
+) -> None:
     async with websockets.connect(standin_server.ws_url) as ws:
         for m in messages:
             await ws.send(m)
@@ -206,7 +207,8 @@ async def test_message_too_large_is_rejected_and_flood_of_errors_closes(server_f
 
 
 async def test_disconnect_mid_utterance_still_recognises_the_audio(
-        standin_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    standin_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="streaming_asr.server")
     data = pcm16(espeak_rows()[1]["wav"])
     async with websockets.connect(standin_server.ws_url) as ws:
@@ -373,7 +375,8 @@ async def test_state_reuse_server_with_two_model_workers(server_factory: Any) ->
         text = " ".join(e["text"] for e in events if e["type"] == "final" and e["text"])
         offline = transcribe_offline(model, model.info, read_audio(row["wav"], 16000)[0]).text
         assert code == 1000 and cer(offline, text) < 0.2
-    assert cer(row_text := transcribe_offline(model, model.info, read_audio(rows[0]["wav"], 16000)[0]).text,
-               short) < 0.3, (row_text, short)
+    assert (
+        cer(row_text := transcribe_offline(model, model.info, read_audio(rows[0]["wav"], 16000)[0]).text, short) < 0.3
+    ), (row_text, short)
     health = json.loads(urllib.request.urlopen(server.http_url + "/health").read())
     assert health["state_reuse"] is True and health["model_workers"] == 2 and health["precision"] == "fp32"

@@ -15,12 +15,13 @@ NO_ENDPOINT = dict(endpoint_silence_s=0.0, max_segment_s=600.0)
 
 def stream(labels: str, push: int = 1600, **cfg: float) -> tuple[list[Final], list[Partial], list[np.ndarray]]:
     committed: list[tuple[int, np.ndarray]] = []
-    session = StreamingSession(INFO, StreamConfig(**{**NO_ENDPOINT, **cfg}),
-                               on_commit=lambda f, lp: committed.append((f, lp)))
+    session = StreamingSession(
+        INFO, StreamConfig(**{**NO_ENDPOINT, **cfg}), on_commit=lambda f, lp: committed.append((f, lp))
+    )
     audio = label_audio(labels)
     events = []
     for i in range(0, audio.size, push):
-        session.push(audio[i:i + push])
+        session.push(audio[i : i + push])
         events += session.run(label_forward)
     session.finish()
     events += session.run(label_forward)
@@ -71,13 +72,16 @@ def test_every_frame_committed_once_and_equal_to_offline() -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     labels=st.text(alphabet="AB_ ", min_size=1, max_size=120),
-    chunk=st.integers(1, 30), left=st.integers(0, 40), ahead=st.integers(0, 10),
+    chunk=st.integers(1, 30),
+    left=st.integers(0, 40),
+    ahead=st.integers(0, 10),
     push=st.sampled_from([1, 7, 320, 999, 1600, 48000]),
 )
 def test_streaming_equals_offline_frame_for_frame(labels: str, chunk: int, left: int, ahead: int, push: int) -> None:
     """Any geometry and push size: the stitched frame stream is the offline one, so the text is too."""
-    finals, _, frames = stream(labels, push=push, chunk_s=chunk * 0.02, left_context_s=left * 0.02,
-                               lookahead_s=ahead * 0.02)
+    finals, _, frames = stream(
+        labels, push=push, chunk_s=chunk * 0.02, left_context_s=left * 0.02, lookahead_s=ahead * 0.02
+    )
     expected = offline_frames(labels)
     got = np.concatenate(frames) if frames else np.zeros((0, 32))
     np.testing.assert_array_equal(got, expected)
@@ -93,13 +97,14 @@ def test_partials_grow_and_stable_prefix_holds() -> None:
         assert p.stable <= len(p.text)
     final_text = finals[-1].text
     for p in partials:
-        assert final_text.startswith(p.text[:p.stable])
+        assert final_text.startswith(p.text[: p.stable])
 
 
 def test_silence_endpoint_splits_segments_and_times_are_absolute() -> None:
     labels = "__HI_THERE" + "_" * 60 + "YES_NO" + "_" * 5
-    finals, _, _ = stream(labels, chunk_s=0.2, left_context_s=0.2, lookahead_s=0.04,
-                          endpoint_silence_s=0.5, max_segment_s=60)
+    finals, _, _ = stream(
+        labels, chunk_s=0.2, left_context_s=0.2, lookahead_s=0.04, endpoint_silence_s=0.5, max_segment_s=60
+    )
     assert [(f.text, f.reason) for f in finals] == [("HITHERE", "silence"), ("YESNO", "stop")]
     assert [f.segment for f in finals] == [0, 1]
     assert finals[1].start == 70 * 0.02
@@ -108,16 +113,18 @@ def test_silence_endpoint_splits_segments_and_times_are_absolute() -> None:
 
 def test_endpoint_inside_one_big_window_still_splits() -> None:
     labels = "AB" + "_" * 40 + "CD" + "_" * 5
-    finals, _, _ = stream(labels, chunk_s=5.0, left_context_s=0.0, lookahead_s=0.0,
-                          endpoint_silence_s=0.3, max_segment_s=60)
+    finals, _, _ = stream(
+        labels, chunk_s=5.0, left_context_s=0.0, lookahead_s=0.0, endpoint_silence_s=0.3, max_segment_s=60
+    )
     assert [f.text for f in finals] == ["AB", "CD"]
 
 
 def test_max_segment_cuts_at_a_word_boundary_and_loses_nothing() -> None:
     words = ["AB", "BA", "AAB", "B", "ABBA"] * 6
     labels = "_".join(" ".join(words))  # letters separated by blanks so nothing collapses
-    finals, _, _ = stream(labels, chunk_s=0.2, left_context_s=0.2, lookahead_s=0.0,
-                          endpoint_silence_s=0.0, max_segment_s=1.0)
+    finals, _, _ = stream(
+        labels, chunk_s=0.2, left_context_s=0.2, lookahead_s=0.0, endpoint_silence_s=0.0, max_segment_s=1.0
+    )
     assert len(finals) > 2
     assert all(f.reason == "max_length" for f in finals[:-1])
     assert " ".join(f.text for f in finals).split() == words

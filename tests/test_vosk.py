@@ -41,8 +41,9 @@ def pcm_at(path: Any, rate: int) -> bytes:
     return (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
 
 
-async def reference_client(url: str, pcm: bytes, rate: int, config: dict[str, Any] | None = None
-                           ) -> tuple[list[dict[str, Any]], dict[str, Any], int, Any]:
+async def reference_client(
+    url: str, pcm: bytes, rate: int, config: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any], int, Any]:
     """vosk-server's websocket/test.py protocol: replies to each chunk, the eof reply, the close code."""
     replies = []
     async with websockets.connect(url) as ws:
@@ -52,7 +53,7 @@ async def reference_client(url: str, pcm: bytes, rate: int, config: dict[str, An
         chunk = int(rate * 0.2) * 2
         sent = 0
         for i in range(0, len(pcm), chunk):
-            await ws.send(pcm[i:i + chunk])
+            await ws.send(pcm[i : i + chunk])
             sent += 1
             replies.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
         await ws.send('{"eof" : 1}')
@@ -96,7 +97,7 @@ async def test_no_config_defaults_to_8k_and_words_off_and_reset(tiny_vosk: Any) 
     tone = (np.sin(np.arange(16000) / 5) * 8000).astype("<i2").tobytes()  # 2 s at 8 kHz
     async with websockets.connect(f"ws://127.0.0.1:{tiny_vosk.port}/vosk") as ws:
         for i in range(0, len(tone), 3200):
-            await ws.send(tone[i:i + 3200])
+            await ws.send(tone[i : i + 3200])
             assert set(json.loads(await ws.recv())) <= {"partial", "result", "text"}
         await ws.send('{"reset" : 1}')  # vosk: a final result, and the connection stays open
         assert "text" in json.loads(await ws.recv())
@@ -107,12 +108,18 @@ async def test_no_config_defaults_to_8k_and_words_off_and_reset(tiny_vosk: Any) 
         assert "text" in json.loads(await ws.recv())
 
 
-@pytest.mark.parametrize("message,reason", [
-    (json.dumps({"config": {"sample_rate": 16000, "max_alternatives": 3}}), "max_alternatives"),
-    (json.dumps({"config": {"sample_rate": "fast"}}), "sample_rate"),
-    (json.dumps({"config": {"sample_rate": 100}}), "sample_rate"),
-    (json.dumps({"config": {"phrase_list": "one two"}}), "phrase_list"),
-    ("not json", "bad_json"), (json.dumps({"hello": 1}), "unknown_type"), (b"\x00", "unaligned")])
+@pytest.mark.parametrize(
+    "message,reason",
+    [
+        (json.dumps({"config": {"sample_rate": 16000, "max_alternatives": 3}}), "max_alternatives"),
+        (json.dumps({"config": {"sample_rate": "fast"}}), "sample_rate"),
+        (json.dumps({"config": {"sample_rate": 100}}), "sample_rate"),
+        (json.dumps({"config": {"phrase_list": "one two"}}), "phrase_list"),
+        ("not json", "bad_json"),
+        (json.dumps({"hello": 1}), "unknown_type"),
+        (b"\x00", "unaligned"),
+    ],
+)
 async def test_bad_input_closes_with_1008_and_a_reason(tiny_vosk: Any, message: Any, reason: str) -> None:
     async with websockets.connect(f"ws://127.0.0.1:{tiny_vosk.port}/vosk") as ws:
         await ws.send(message)
@@ -148,7 +155,7 @@ def test_shutdown_sends_the_last_result_then_1001(server_factory: Any) -> None:
         out = []
         async with websockets.connect(f"ws://127.0.0.1:{server.port}/vosk") as ws:
             for i in range(0, 16000, 3200):
-                await ws.send(pcm[i:i + 3200])
+                await ws.send(pcm[i : i + 3200])
                 out.append(json.loads(await ws.recv()))
             await asyncio.get_running_loop().run_in_executor(None, server.stop)
             try:
@@ -166,12 +173,20 @@ def test_root_still_serves_the_page_with_vosk_root(vosk_server: Any) -> None:
         assert resp.status == 200 and b"<html" in resp.read().lower()
 
 
-_fuzz = st.one_of(v1_messages,  # the v1 fuzz cases, plus this protocol's own
-                  st.binary(max_size=64), st.text(max_size=64), st.sampled_from(['{"eof" : 1}', '{"reset" : 1}']),
-                  st.fixed_dictionaries({}, optional={"sample_rate": st.integers(-5, 50000) | st.text(max_size=5),
-                                                      "words": st.booleans() | st.integers(),
-                                                      "phrase_list": st.lists(st.text(max_size=10), max_size=3)})
-                  .map(lambda c: json.dumps({"config": c})))
+_fuzz = st.one_of(
+    v1_messages,  # the v1 fuzz cases, plus this protocol's own
+    st.binary(max_size=64),
+    st.text(max_size=64),
+    st.sampled_from(['{"eof" : 1}', '{"reset" : 1}']),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "sample_rate": st.integers(-5, 50000) | st.text(max_size=5),
+            "words": st.booleans() | st.integers(),
+            "phrase_list": st.lists(st.text(max_size=10), max_size=3),
+        },
+    ).map(lambda c: json.dumps({"config": c})),
+)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

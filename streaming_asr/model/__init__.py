@@ -9,7 +9,23 @@ from .info import DEFAULT_MODEL, ModelInfo, ModelLoadError, default_vocab, info_
 from .inputs import FrameCache, Forward, ModelInput, ModelOutput, ReuseInput, batch_key
 from .precision import PRECISIONS, PrecisionError, cpu_has_native_bf16, quantize_int8, resolve_precision
 
-__all__ = ["CtcModel", "DEFAULT_MODEL", "ModelInfo", "ModelLoadError", "default_vocab",
-           "info_from", "tiny_config", "FrameCache", "Forward", "ModelInput", "ModelOutput", "ReuseInput",
-           "batch_key", "PRECISIONS", "PrecisionError", "cpu_has_native_bf16", "quantize_int8",
-           "resolve_precision"]
+__all__ = [
+    "CtcModel",
+    "DEFAULT_MODEL",
+    "ModelInfo",
+    "ModelLoadError",
+    "default_vocab",
+    "info_from",
+    "tiny_config",
+    "FrameCache",
+    "Forward",
+    "ModelInput",
+    "ModelOutput",
+    "ReuseInput",
+    "batch_key",
+    "PRECISIONS",
+    "PrecisionError",
+    "cpu_has_native_bf16",
+    "quantize_int8",
+    "resolve_precision",
+]

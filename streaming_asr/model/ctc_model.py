@@ -18,6 +18,7 @@ from .inputs import ModelInput, ModelOutput, ReuseInput, batch_key
 from .precision import PrecisionError, apply_precision, resolve_precision, torch_dtype
 from .runtime import HeapTrimmer, bound_kernel_caches
 
+
 def _is_local(name: str) -> bool:
     return os.path.isdir(name) or name.startswith((".", "/", "~"))
 
@@ -92,8 +93,9 @@ class CtcModel:
         return cls(model, info, device=device, precision=precision)
 
     @classmethod
-    def from_config(cls, config: object, name: str = "random", seed: int = 0, quantize: bool = False,
-                    precision: str = "fp32") -> "CtcModel":
+    def from_config(
+        cls, config: object, name: str = "random", seed: int = 0, quantize: bool = False, precision: str = "fp32"
+    ) -> "CtcModel":
         """A randomly initialised model (tests, speed benchmarks of the real architecture)."""
         import torch
         from transformers import Wav2Vec2ForCTC

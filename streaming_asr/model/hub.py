@@ -50,9 +50,11 @@ def load_from_hub(name: str, load: Callable[..., Any]) -> Any:
         pass  # not (completely) in the cache
     why = "HF_HUB_OFFLINE is set and the local cache does not have it" if offline() else hub_reachable(name)
     if why:
-        raise ModelLoadError(f"cannot load {name!r}: {why}. On a machine that can reach the hub, run "
-                             f"`streaming-asr download {name} --to ./model`, copy ./model here and pass "
-                             "--model ./model")
+        raise ModelLoadError(
+            f"cannot load {name!r}: {why}. On a machine that can reach the hub, run "
+            f"`streaming-asr download {name} --to ./model`, copy ./model here and pass "
+            "--model ./model"
+        )
     return load(name)
 
 

@@ -73,8 +73,40 @@ class ModelInfo:
 
 def default_vocab(size: int) -> tuple[str, ...]:
     """wav2vec2-base-960h's vocabulary, padded/truncated to `size` (for random test models)."""
-    base = ["<pad>", "<s>", "</s>", "<unk>", "|", "E", "T", "A", "O", "N", "I", "H", "S", "R", "D", "L",
-            "U", "M", "W", "C", "F", "G", "Y", "P", "B", "V", "K", "'", "X", "J", "Q", "Z"]
+    base = [
+        "<pad>",
+        "<s>",
+        "</s>",
+        "<unk>",
+        "|",
+        "E",
+        "T",
+        "A",
+        "O",
+        "N",
+        "I",
+        "H",
+        "S",
+        "R",
+        "D",
+        "L",
+        "U",
+        "M",
+        "W",
+        "C",
+        "F",
+        "G",
+        "Y",
+        "P",
+        "B",
+        "V",
+        "K",
+        "'",
+        "X",
+        "J",
+        "Q",
+        "Z",
+    ]
     base += [f"<extra{i}>" for i in range(max(0, size - len(base)))]
     return tuple(base[:size])
 

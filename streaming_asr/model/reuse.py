@@ -45,8 +45,10 @@ class ReuseForward:
         base = getattr(model, model.base_model_prefix, None)
         needed = ("feature_extractor", "feature_projection", "encoder")
         if base is None or not all(hasattr(base, n) for n in needed) or getattr(base, "adapter", None) is not None:
-            raise ModelLoadError(f"{type(model).__name__} has no wav2vec2-style encoder: feature/state reuse "
-                                 "is unavailable for it (run with --feature-reuse off --state-reuse off)")
+            raise ModelLoadError(
+                f"{type(model).__name__} has no wav2vec2-style encoder: feature/state reuse "
+                "is unavailable for it (run with --feature-reuse off --state-reuse off)"
+            )
         self.base = base
         self.convs = base.feature_extractor.conv_layers
         strides = [layer.conv.stride[0] for layer in self.convs]
@@ -54,7 +56,8 @@ class ReuseForward:
         enc = base.encoder
         self.encoder = enc
         self.pre_ln = type(enc).__name__.endswith("StableLayerNorm") or bool(
-            getattr(model.config, "do_stable_layer_norm", False))
+            getattr(model.config, "do_stable_layer_norm", False)
+        )
         pos = enc.pos_conv_embed
         conv = pos.conv
         self.pos_weight = conv.weight.detach().clone()  # weight norm folded once
@@ -173,7 +176,7 @@ class ReuseForward:
         if pad - have:
             parts.append(proj.new_zeros(batch, pad - have, width))
         if have:
-            parts.append(past[:, past.shape[1] - have:])
+            parts.append(past[:, past.shape[1] - have :])
         parts.append(proj)
         right = kernel - 1 - pad
         if right:

@@ -22,8 +22,9 @@ class WorkerPlan:
     threads: int  # torch intra-op threads per worker (CPU)
 
 
-def plan_workers(device: str, workers: int | None = None, threads: int | None = None,
-                 cores: int | None = None) -> WorkerPlan:
+def plan_workers(
+    device: str, workers: int | None = None, threads: int | None = None, cores: int | None = None
+) -> WorkerPlan:
     """Resolve `--model-workers` / `--threads` (None = auto) for `device`."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -19,5 +19,16 @@ from .biaser import PhraseBiaser
 from .matching import FIND_CHECK_CELLS, FIND_SCAN_STEPS, MIN_WORD_MATCH, PhraseMatch, _match_score
 from .trie import DEFAULT_BOOST, DEFAULT_MIN_SCORE, normalize_phrase
 
-__all__ = ["PhraseMatch", "PhraseBiaser", "forced_align", "aligned_words", "normalize_phrase", "DEFAULT_BOOST",
-           "DEFAULT_MIN_SCORE", "FIND_CHECK_CELLS", "FIND_SCAN_STEPS", "MIN_WORD_MATCH", "_match_score"]
+__all__ = [
+    "PhraseMatch",
+    "PhraseBiaser",
+    "forced_align",
+    "aligned_words",
+    "normalize_phrase",
+    "DEFAULT_BOOST",
+    "DEFAULT_MIN_SCORE",
+    "FIND_CHECK_CELLS",
+    "FIND_SCAN_STEPS",
+    "MIN_WORD_MATCH",
+    "_match_score",
+]

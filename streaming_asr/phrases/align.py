@@ -8,9 +8,8 @@ import numpy as np
 
 from .trie import NEG_INF
 
-def forced_align(
-    log_probs: np.ndarray, labels: Sequence[int], blank_id: int
-) -> list[tuple[int, int, int, float]]:
+
+def forced_align(log_probs: np.ndarray, labels: Sequence[int], blank_id: int) -> list[tuple[int, int, int, float]]:
     """CTC Viterbi alignment of a label sequence: per label (label id, first frame, last frame
     inclusive, mean posterior prob over its frames). Used to give word times to beam-search
     output. Raises ValueError when the labels cannot fit in the frames."""

@@ -8,8 +8,19 @@ from typing import Sequence
 import numpy as np
 
 from .matching import PhraseFinder
-from .trie import (BLANK_SKIP_LOG_PROB, DEFAULT_BOOST, DEFAULT_MIN_SCORE, MIN_TOKEN_LOG_PROB, NEG_INF, TOP_K,
-                   _alphabet, _logaddexp, _Trie, normalize_phrase)
+from .trie import (
+    BLANK_SKIP_LOG_PROB,
+    DEFAULT_BOOST,
+    DEFAULT_MIN_SCORE,
+    MIN_TOKEN_LOG_PROB,
+    NEG_INF,
+    TOP_K,
+    _alphabet,
+    _logaddexp,
+    _Trie,
+    normalize_phrase,
+)
+
 
 class PhraseBiaser(PhraseFinder):
     """Biased CTC decoding toward a session's phrases, and spotting of those phrases.
@@ -78,8 +89,7 @@ class PhraseBiaser(PhraseFinder):
         bit = np.left_shift(np.uint64(1), (pos % 64).astype(np.uint64))
         np.add.at(self._peq, (owner, flat_cols, pos // 64), bit)  # distinct bits: + is |
         self._target_min_long = np.array(
-            [min((len(w) for w in words if len(w) > 3), default=np.inf) for _, words in self.phrases]
-            or [np.inf],
+            [min((len(w) for w in words if len(w) > 3), default=np.inf) for _, words in self.phrases] or [np.inf],
             dtype=np.float64,
         )
         self._trie = _Trie(sequences if self.boost > 0 else [], self.boost, delimiter_id)
@@ -202,9 +212,7 @@ class PhraseBiaser(PhraseFinder):
                     # match cannot crowd the true continuation out of the beam; the final
                     # comparison (committed bonus only) then decides fairly.
                     keep = set(keep).union(
-                        heapq.nlargest(
-                            reserve, acoustic, key=lambda p: acoustic[p] + p_committed[p]
-                        )
+                        heapq.nlargest(reserve, acoustic, key=lambda p: acoustic[p] + p_committed[p])
                     )
                 beam = {pid: nxt[pid] for pid in keep}
             else:
@@ -225,8 +233,6 @@ class PhraseBiaser(PhraseFinder):
 
     def text(self, labels: Sequence[int]) -> str:
         """Label ids -> upper-case words separated by single spaces."""
-        return " ".join(
-            "".join(self.vocab[i] for i in labels).replace(self.vocab[self.delimiter_id], " ").split()
-        )
+        return " ".join("".join(self.vocab[i] for i in labels).replace(self.vocab[self.delimiter_id], " ").split())
 
     # ------------------------------------------------------------------ spotting

@@ -40,7 +40,6 @@ class PhraseMatch:
     score: float
 
 
-
 class PhraseFinder:
     """`find`: which of the session's phrases a decoded segment contains (mixed into PhraseBiaser)."""
 
@@ -91,8 +90,7 @@ class PhraseFinder:
         longest = np.maximum(np.maximum(w_len, self._target_len[pi]), 1)
         score = 1.0 - dist / longest
         ok = score >= self.min_score
-        first, size, pi, w_len, dist, score, longest = (
-            a[ok] for a in (first, size, pi, w_len, dist, score, longest))
+        first, size, pi, w_len, dist, score, longest = (a[ok] for a in (first, size, pi, w_len, dist, score, longest))
         # _match_score() is needed only where it could still say 0: where its row-minimum cut-off
         # could fire (distance over the limit), or where the distance leaves a content word room
         # to be mostly unmatched (a word of L letters has at least L - dist of them matched).
@@ -156,9 +154,7 @@ class PhraseFinder:
             take(tail[np.lexsort((pi[tail], first[tail], -size[tail]))])
         return matches
 
-    def _plausible_windows(
-        self, tokens: list[str]
-    ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    def _plausible_windows(self, tokens: list[str]) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         """The windows of k-2..k+2 words (k = a phrase's word count) that can still reach
         ``min_score``, as scan lanes: per distinct (first word, phrase), the first word, the
         phrase, the characters to scan (the longest such window), a bit mask of the window sizes
@@ -259,12 +255,17 @@ class PhraseFinder:
             group_id = np.cumsum(in_group) - 1
             cands = np.flatnonzero(in_group[cand_lane])
             dist[cands] = _bit_parallel_distances(
-                peq, n_codes, codes, lane_base[in_group], lane_pi[in_group] * n_codes,
-                self._target_len[lane_pi[in_group]], need[in_group],
-                group_id[cand_lane[cands]], cand_len[cands],
+                peq,
+                n_codes,
+                codes,
+                lane_base[in_group],
+                lane_pi[in_group] * n_codes,
+                self._target_len[lane_pi[in_group]],
+                need[in_group],
+                group_id[cand_lane[cands]],
+                cand_len[cands],
             )
         return dist
-
 
 
 def _small_int_argsort(values: np.ndarray, descending: bool = False) -> np.ndarray:

@@ -31,11 +31,7 @@ def _logaddexp(a: float, b: float) -> float:
 
 def _alphabet(vocab: Sequence[str], blank_id: int, delimiter_id: int) -> dict[str, int]:
     """Single-character tokens (letters, apostrophe) -> id; specials like ``<unk>`` excluded."""
-    return {
-        tok: i
-        for i, tok in enumerate(vocab)
-        if len(tok) == 1 and i not in (blank_id, delimiter_id)
-    }
+    return {tok: i for i, tok in enumerate(vocab) if len(tok) == 1 and i not in (blank_id, delimiter_id)}
 
 
 def normalize_phrase(phrase: str, alphabet: dict[str, int]) -> list[str]:

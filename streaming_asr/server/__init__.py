@@ -10,5 +10,12 @@ from .app import AsrServer, ServerContext
 from .run import run_until_signal, serve_from_args
 from .settings import ServerSettings, add_server_args, settings_from_args
 
-__all__ = ["AsrServer", "ServerContext", "ServerSettings", "add_server_args", "run_until_signal", "serve_from_args",
-           "settings_from_args"]
+__all__ = [
+    "AsrServer",
+    "ServerContext",
+    "ServerSettings",
+    "add_server_args",
+    "run_until_signal",
+    "serve_from_args",
+    "settings_from_args",
+]

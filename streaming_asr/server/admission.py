@@ -47,16 +47,25 @@ class SessionCost:
 
     @property
     def message(self) -> str:
-        return (f"this chunk/context/look-ahead geometry costs {self.relative:.1f}x the server default's "
-                f"compute per audio-second; the limit is {self.limit:g}x (use a longer chunk_s or less context)")
+        return (
+            f"this chunk/context/look-ahead geometry costs {self.relative:.1f}x the server default's "
+            f"compute per audio-second; the limit is {self.limit:g}x (use a longer chunk_s or less context)"
+        )
 
 
 class Admission:
     """Capacity accounting for the sessions of one server (event-loop only, no locking)."""
 
-    def __init__(self, default: StreamConfig, frame_s: float, workers: int, max_load: float,
-                 max_session_cost: float, max_queue_delay_s: float,
-                 queue_delay_p95: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        default: StreamConfig,
+        frame_s: float,
+        workers: int,
+        max_load: float,
+        max_session_cost: float,
+        max_queue_delay_s: float,
+        queue_delay_p95: Callable[[], float] | None = None,
+    ) -> None:
         self.default = default
         self.frame_s = frame_s
         self.capacity = max(0.0, workers * max_load)
@@ -78,7 +87,9 @@ class Admission:
         return self.window_cost_s / self.default.chunk_s
 
     def session_cost(self, config: StreamConfig) -> SessionCost:
-        relative = (window_frames(config, self.frame_s) / self._default_frames) * (self.default.chunk_s / config.chunk_s)
+        relative = (window_frames(config, self.frame_s) / self._default_frames) * (
+            self.default.chunk_s / config.chunk_s
+        )
         return SessionCost(self._default_rate * relative, relative, self.max_session_cost)
 
     @property
@@ -114,13 +125,21 @@ class Admission:
         delay = self.queue_delay_p95()
         if self.capacity and self.max_queue_delay_s and delay > self.max_queue_delay_s:
             return f"the model is behind (p95 queue delay {delay:.2f} s); try again later"
-        return (f"the server is at its real-time capacity ({self.used:.2f} of {self.capacity:.2f} model-seconds "
-                "per second in use); try again later")
+        return (
+            f"the server is at its real-time capacity ({self.used:.2f} of {self.capacity:.2f} model-seconds "
+            "per second in use); try again later"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """/health's `capacity`: model-seconds per second the server holds, and how much is taken."""
         per_session = self._default_rate
-        return {"capacity": round(self.capacity, 4), "used": round(self.used, 4), "sessions": len(self._sessions),
-                "window_cost_s": round(self.window_cost_s, 4), "default_session_cost": round(per_session, 4),
-                "default_sessions": int((self.capacity + 1e-9) // per_session) if per_session else None,
-                "queue_delay_p95_s": round(self.queue_delay_p95(), 4), "refused": self.refused}
+        return {
+            "capacity": round(self.capacity, 4),
+            "used": round(self.used, 4),
+            "sessions": len(self._sessions),
+            "window_cost_s": round(self.window_cost_s, 4),
+            "default_session_cost": round(per_session, 4),
+            "default_sessions": int((self.capacity + 1e-9) // per_session) if per_session else None,
+            "queue_delay_p95_s": round(self.queue_delay_p95(), 4),
+            "refused": self.refused,
+        }

@@ -26,8 +26,18 @@ from .admission import Admission
 from . import handshake
 from .connection import WsConnection
 from .metrics import Metrics
-from .http import (MAX_LINE_BYTES, STREAM_PATH, add_routes, error_response, guard, install_log_filter, json_response,
-                   origin_ok, page, token_ok)
+from .http import (
+    MAX_LINE_BYTES,
+    STREAM_PATH,
+    add_routes,
+    error_response,
+    guard,
+    install_log_filter,
+    json_response,
+    origin_ok,
+    page,
+    token_ok,
+)
 from .settings import ServerSettings
 from .transcriptions import Transcriptions
 from .wire import CLOSE_GOING_AWAY, CLOSE_TRY_LATER
@@ -52,9 +62,15 @@ class ServerContext:
         self.precision = str(getattr(forward, "precision", "fp32"))
         self.cpu_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="asr-session")
         self.metrics: Metrics | None = None  # set by the server
-        self.admission = Admission(settings.engine, info.frame_seconds, settings.model_workers, settings.max_load,
-                                   settings.max_session_cost, settings.max_queue_delay_s,
-                                   self.batcher.queue_delay_p95)
+        self.admission = Admission(
+            settings.engine,
+            info.frame_seconds,
+            settings.model_workers,
+            settings.max_load,
+            settings.max_session_cost,
+            settings.max_queue_delay_s,
+            self.batcher.queue_delay_p95,
+        )
 
     def compute_settings(self) -> dict[str, Any]:
         """How the model runs: reported in /health and in every `ready`."""
@@ -68,9 +84,12 @@ class AsrServer:
     def __init__(self, forward: ForwardFn, info: ModelInfo, settings: ServerSettings) -> None:
         self.ctx = ServerContext(forward, info, settings)
         self.metrics = self.ctx.metrics = Metrics(
-            info.name, self.ctx.precision, str(getattr(forward, "device", "cpu")),
+            info.name,
+            self.ctx.precision,
+            str(getattr(forward, "device", "cpu")),
             active=lambda: sum(1 for c in self.connections if c.driver.started and not c.driver.ended),
-            capacity=lambda: float(self.ctx.admission.as_dict()["default_sessions"] or 0))
+            capacity=lambda: float(self.ctx.admission.as_dict()["default_sessions"] or 0),
+        )
         self.ctx.batcher.observer = self.metrics.on_batch
         self.info, self.settings = info, settings
         self.connections: set[WsConnection] = set()
@@ -100,25 +119,44 @@ class AsrServer:
         app = web.Application(middlewares=[guard], client_max_size=self.settings.max_message_bytes)
         add_routes(app, self._routes())
         install_log_filter()
-        self._runner = web.AppRunner(app, access_log=None, max_line_size=MAX_LINE_BYTES, max_field_size=16384,
-                                     shutdown_timeout=self.settings.close_timeout_s)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            max_line_size=MAX_LINE_BYTES,
+            max_field_size=16384,
+            shutdown_timeout=self.settings.close_timeout_s,
+        )
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port if port is None else port,
-                                 ssl_context=self._tls())
+        self._site = web.TCPSite(
+            self._runner, self.settings.host, self.settings.port if port is None else port, ssl_context=self._tls()
+        )
         await self._site.start()
         scheme = "wss" if self.settings.tls_cert else "ws"
-        log.info("listening on %s://%s:%d%s model=%s", scheme, self.settings.host, self.port, STREAM_PATH,
-                 self.info.name)
+        log.info(
+            "listening on %s://%s:%d%s model=%s", scheme, self.settings.host, self.port, STREAM_PATH, self.info.name
+        )
 
     def _tls(self) -> ssl.SSLContext | None:
         return tls_context(self.settings.tls_cert, self.settings.tls_key)
 
     def _routes(self) -> list[tuple[str, str, Any]]:
-        return [("GET", STREAM_PATH, self._stream), ("GET", "/v1/listen", self._deepgram), ("GET", "/vosk", self._vosk),
-                ("GET", "/health", self._health), ("GET", "/health/live", self._live),
-                ("GET", "/health/ready", self._ready), ("GET", "/metrics", self._metrics), ("GET", "/v1/auth", self._auth),
-                ("GET", "/", self._root), ("GET", "/{name}", page),
-                ("POST", "/v1/audio/transcriptions", Transcriptions(self.ctx, lambda: self._stopping or self._draining).handle)]
+        return [
+            ("GET", STREAM_PATH, self._stream),
+            ("GET", "/v1/listen", self._deepgram),
+            ("GET", "/vosk", self._vosk),
+            ("GET", "/health", self._health),
+            ("GET", "/health/live", self._live),
+            ("GET", "/health/ready", self._ready),
+            ("GET", "/metrics", self._metrics),
+            ("GET", "/v1/auth", self._auth),
+            ("GET", "/", self._root),
+            ("GET", "/{name}", page),
+            (
+                "POST",
+                "/v1/audio/transcriptions",
+                Transcriptions(self.ctx, lambda: self._stopping or self._draining).handle,
+            ),
+        ]
 
     async def calibrate(self) -> None:
         """Time one steady-state window of the default geometry: the admission's cost reference."""
@@ -136,9 +174,13 @@ class AsrServer:
             timings.append(time.perf_counter() - t0)
         cost = min(timings[-2:]) if len(timings) >= 2 else (timings[-1] if timings else 0.0)
         self.ctx.admission.calibrate(cost)
-        log.info("admission: default window %.4f s -> %.3f model-s per audio-s per session; capacity %.2f (%s sessions)",
-                 cost, cost / cfg.chunk_s, self.ctx.admission.capacity,
-                 self.ctx.admission.as_dict()["default_sessions"])
+        log.info(
+            "admission: default window %.4f s -> %.3f model-s per audio-s per session; capacity %.2f (%s sessions)",
+            cost,
+            cost / cfg.chunk_s,
+            self.ctx.admission.capacity,
+            self.ctx.admission.as_dict()["default_sessions"],
+        )
 
     @property
     def port(self) -> int:
@@ -191,13 +233,23 @@ class AsrServer:
 
     def status(self) -> dict[str, Any]:
         started = sum(1 for c in self.connections if c.driver.started)
-        return {"status": "stopping" if self._stopping else "draining" if self._draining else "ok", "protocol": PROTOCOL_VERSION,
-                "version": __version__, "model": self.info.name, "sessions": started,
-                "connections": len(self.connections), "max_sessions": self.settings.max_sessions,
-                "unstarted": len(self.connections) - started, "max_unstarted": self.settings.max_unstarted,
-                "queue_depth": self.batcher.queue_depth, **self.ctx.compute_settings(),
-                "model_workers": self.settings.model_workers, "capacity": self.ctx.admission.as_dict(),
-                "uptime_s": round(time.monotonic() - self.started, 1), "batching": self.batcher.stats.as_dict()}
+        return {
+            "status": "stopping" if self._stopping else "draining" if self._draining else "ok",
+            "protocol": PROTOCOL_VERSION,
+            "version": __version__,
+            "model": self.info.name,
+            "sessions": started,
+            "connections": len(self.connections),
+            "max_sessions": self.settings.max_sessions,
+            "unstarted": len(self.connections) - started,
+            "max_unstarted": self.settings.max_unstarted,
+            "queue_depth": self.batcher.queue_depth,
+            **self.ctx.compute_settings(),
+            "model_workers": self.settings.model_workers,
+            "capacity": self.ctx.admission.as_dict(),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "batching": self.batcher.stats.as_dict(),
+        }
 
     # ---------------------------------------------------------------- HTTP
     async def _health(self, request: web.Request) -> web.Response:
@@ -250,8 +302,12 @@ class AsrServer:
         s = self.settings
         if self.draining:  # before the upgrade, so a balancer can retry another replica
             self.metrics.refused.labels("draining").inc()
-            return error_response(503, "shutting_down", "this server is draining; connect again (another replica)",
-                                  {"Retry-After": str(RETRY_AFTER_S)})
+            return error_response(
+                503,
+                "shutting_down",
+                "this server is draining; connect again (another replica)",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
         hs = shake(request, self.ctx)
         if hs.refusal is not None or hs.codec is None:
             self.metrics.refused.labels(REFUSALS.get(hs.refusal.status if hs.refusal else 500, "error")).inc()
@@ -259,15 +315,23 @@ class AsrServer:
         if not hs.authorized and not origin_ok(request, s.allowed_origins):
             self.metrics.refused.labels("forbidden_origin").inc()
             log.info("handshake refused: origin %r not allowed", request.headers.get("Origin", "")[:200])
-            return error_response(403, "forbidden_origin", "this Origin may not open sessions here "
-                                                           "(see --allowed-origins)")
+            return error_response(
+                403, "forbidden_origin", "this Origin may not open sessions here (see --allowed-origins)"
+            )
         codec = hs.codec
-        ws = web.WebSocketResponse(autoping=False, max_msg_size=4 * s.max_message_bytes, compress=False,
-                                   decode_text=False, timeout=s.close_timeout_s, writer_limit=1 << 16,
-                                   protocols=hs.protocols)
+        ws = web.WebSocketResponse(
+            autoping=False,
+            max_msg_size=4 * s.max_message_bytes,
+            compress=False,
+            decode_text=False,
+            timeout=s.close_timeout_s,
+            writer_limit=1 << 16,
+            protocols=hs.protocols,
+        )
         if not ws.can_prepare(request).ok:
-            return error_response(426, "upgrade_required", f"{request.path[:100]} is a WebSocket endpoint",
-                                  {"Upgrade": "websocket"})
+            return error_response(
+                426, "upgrade_required", f"{request.path[:100]} is a WebSocket endpoint", {"Upgrade": "websocket"}
+            )
         ws.headers.update(hs.headers)
         await ws.prepare(request)
         refusal = self._refusal()
@@ -293,13 +357,19 @@ class AsrServer:
             return "shutting_down", "server is stopping", CLOSE_GOING_AWAY
         if len(self.connections) >= s.max_sessions:
             log.warning("session refused: server full (%d connections)", len(self.connections))
-            return "server_full", f"server is at its limit of {s.max_sessions} sessions; try again later", \
-                CLOSE_TRY_LATER
+            return (
+                "server_full",
+                f"server is at its limit of {s.max_sessions} sessions; try again later",
+                CLOSE_TRY_LATER,
+            )
         unstarted = sum(1 for c in self.connections if not c.driver.started)
         if unstarted >= s.max_unstarted:
             log.warning("session refused: %d connections have not started", unstarted)
-            return "server_full", f"too many connections ({unstarted}) have not sent 'start'; try again later", \
-                CLOSE_TRY_LATER
+            return (
+                "server_full",
+                f"too many connections ({unstarted}) have not sent 'start'; try again later",
+                CLOSE_TRY_LATER,
+            )
         return None
 
 

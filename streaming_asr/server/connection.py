@@ -23,8 +23,26 @@ from aiohttp import WSMsgType, web
 
 from .driver import SessionDriver
 from .peer import Peer
-from .wire import (CLOSE_GOING_AWAY, CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_START_TIMEOUT,
-                   Answer, Audio, Codec, Command, DriverError, Failure, Finalize, Invalid, Outgoing, Reply, Start, Stop)
+from .wire import (
+    CLOSE_GOING_AWAY,
+    CLOSE_IDLE,
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_START_TIMEOUT,
+    Answer,
+    Audio,
+    Codec,
+    Command,
+    DriverError,
+    Failure,
+    Finalize,
+    Invalid,
+    Outgoing,
+    Reply,
+    Start,
+    Stop,
+)
 
 if TYPE_CHECKING:
     from .app import ServerContext
@@ -37,8 +55,7 @@ _GONE = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 class WsConnection:
     """Reader loop, deadline-bounded sends and the one conclusion of a connection."""
 
-    def __init__(self, ctx: "ServerContext", ws: web.WebSocketResponse, request: web.Request,
-                 codec: Codec) -> None:
+    def __init__(self, ctx: "ServerContext", ws: web.WebSocketResponse, request: web.Request, codec: Codec) -> None:
         self.ctx, self.ws, self.request, self.codec = ctx, ws, request, codec
         self.settings = ctx.settings
         self.idle_timeout_s = codec.idle_timeout_s or ctx.settings.idle_timeout_s
@@ -46,8 +63,12 @@ class WsConnection:
         self.loop = asyncio.get_running_loop()
         self.opened = self.last_in = self.last_pong = self.loop.time()
         self.errors = 0
-        self.peer = Peer(ws, request, ctx.settings, lambda: self.driver.log(
-            logging.WARNING, "slow_consumer", send_timeout_s=self.settings.send_timeout_s))
+        self.peer = Peer(
+            ws,
+            request,
+            ctx.settings,
+            lambda: self.driver.log(logging.WARNING, "slow_consumer", send_timeout_s=self.settings.send_timeout_s),
+        )
         self._concluding = False
         self._concluded = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -74,8 +95,9 @@ class WsConnection:
                 d.cancel()
             if not self.ws.closed:
                 slow = self.peer.dead == "slow_consumer"
-                await self.peer.close(CLOSE_POLICY if slow else CLOSE_NORMAL, self.peer.dead or "closed",
-                                  1.0 if slow else None)
+                await self.peer.close(
+                    CLOSE_POLICY if slow else CLOSE_NORMAL, self.peer.dead or "closed", 1.0 if slow else None
+                )
         finally:  # whatever happened above (even a cancelled handler): no socket, share or task outlives us
             dead.cancel()
             if not self._reader.done():
@@ -87,8 +109,14 @@ class WsConnection:
             if self.ctx.metrics is not None:
                 self.ctx.metrics.sessions.labels(d.ended if d.started else "no_start", d.protocol).inc()
                 self.ctx.metrics.audio.inc(d.audio_s)
-            d.log(logging.INFO, "close", reason=d.ended if d.started else "no_start", audio_s=round(d.audio_s, 2),
-                  finals=d.finals, **({"peer": self.peer.dead} if self.peer.dead else {}))
+            d.log(
+                logging.INFO,
+                "close",
+                reason=d.ended if d.started else "no_start",
+                audio_s=round(d.audio_s, 2),
+                finals=d.finals,
+                **({"peer": self.peer.dead} if self.peer.dead else {}),
+            )
             d.drop()
 
     async def _finish_reader(self) -> None:
@@ -120,8 +148,12 @@ class WsConnection:
             await asyncio.wait_for(self.driver.wait_done(), compute_budget_s)
         except asyncio.TimeoutError:
             self.driver.cancel()
-        await self._conclude("shutdown", lambda: [Failure("shutting_down", "server is shutting down", True,
-                                                          CLOSE_GOING_AWAY)], CLOSE_GOING_AWAY, "shutting down")
+        await self._conclude(
+            "shutdown",
+            lambda: [Failure("shutting_down", "server is shutting down", True, CLOSE_GOING_AWAY)],
+            CLOSE_GOING_AWAY,
+            "shutting down",
+        )
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
 
@@ -180,8 +212,9 @@ class WsConnection:
                     await self.peer.send(lambda: self.ws.pong(msg.data))
                     continue
                 self.last_in = now
-                commands = self.codec.on_binary(msg.data) if msg.type == WSMsgType.BINARY \
-                    else self.codec.on_text(msg.data)
+                commands = (
+                    self.codec.on_binary(msg.data) if msg.type == WSMsgType.BINARY else self.codec.on_text(msg.data)
+                )
                 for cmd in commands:
                     if await self._execute(cmd):
                         return
@@ -197,16 +230,23 @@ class WsConnection:
     async def _timed_out(self, kind: str) -> None:
         if kind == "start":
             s = self.settings.start_timeout_s
-            return await self._conclude("no_start", lambda: [Failure(
-                "start_timeout", f"no valid 'start' within {s:g} s", True, CLOSE_START_TIMEOUT)],
-                CLOSE_START_TIMEOUT, "start timeout")
+            return await self._conclude(
+                "no_start",
+                lambda: [Failure("start_timeout", f"no valid 'start' within {s:g} s", True, CLOSE_START_TIMEOUT)],
+                CLOSE_START_TIMEOUT,
+                "start timeout",
+            )
         idle = self.idle_timeout_s
         reading = self.last_pong >= self.last_in
         what = "sent nothing" if reading else "answered no ping (is it reading?)"
         if not reading:  # a client that does not read will not answer a close handshake either
             self.peer.limit_wait(min(1.0, self.settings.close_timeout_s))
-        await self._conclude("timeout", lambda: [Failure("idle_timeout", f"the client {what} for {idle:g} s",
-                                                         True, CLOSE_IDLE)], CLOSE_IDLE, "idle timeout")
+        await self._conclude(
+            "timeout",
+            lambda: [Failure("idle_timeout", f"the client {what} for {idle:g} s", True, CLOSE_IDLE)],
+            CLOSE_IDLE,
+            "idle timeout",
+        )
 
     async def _execute(self, cmd: Command) -> bool:
         """Run one command; True when the connection is over."""
@@ -247,15 +287,23 @@ class WsConnection:
             d.log(logging.INFO, "error", code=err.code, message=err.message)
             await self.deliver(Failure(err.code, err.message))
             if self.errors > MAX_NONFATAL_ERRORS:
-                await self._conclude("error", lambda: [Failure(
-                    "too_many_errors", f"more than {MAX_NONFATAL_ERRORS} protocol errors", True, CLOSE_POLICY)],
-                    CLOSE_POLICY, "too many errors")
+                await self._conclude(
+                    "error",
+                    lambda: [
+                        Failure(
+                            "too_many_errors", f"more than {MAX_NONFATAL_ERRORS} protocol errors", True, CLOSE_POLICY
+                        )
+                    ],
+                    CLOSE_POLICY,
+                    "too many errors",
+                )
                 return True
         return False
 
     # ------------------------------------------------------------ conclusion
-    async def _conclude(self, final_reason: str, last: Callable[[], list[Outgoing]], close_code: int,
-                        close_reason: str) -> None:
+    async def _conclude(
+        self, final_reason: str, last: Callable[[], list[Outgoing]], close_code: int, close_reason: str
+    ) -> None:
         """Finish the session (its last final goes out first), send `last()`, close. Once per connection."""
         if self._concluding:
             await self._concluded.wait()

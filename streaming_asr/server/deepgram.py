@@ -23,8 +23,21 @@ from typing import Any
 from .. import __version__
 from ..events import Final, Partial, WordResult
 from .deepgram_options import DeepgramOptions, QueryError, start_for_wav
-from .wire import (CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_POLICY, Audio, Closed, Command, Failure, Finalize, Invalid,
-                   Outgoing, Ready, Stop, decode_json_text)
+from .wire import (
+    CLOSE_IDLE,
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    Audio,
+    Closed,
+    Command,
+    Failure,
+    Finalize,
+    Invalid,
+    Outgoing,
+    Ready,
+    Stop,
+    decode_json_text,
+)
 
 IDLE_TIMEOUT_S = 10.0  # Deepgram's NET-0001: no audio (or KeepAlive) for 10 s closes the stream
 SPEECH_FINAL_REASONS = ("silence", "stop", "disconnect", "shutdown", "timeout", "max_session")
@@ -38,16 +51,24 @@ class DeepgramCodec:
     idle_timeout_s: float | None = IDLE_TIMEOUT_S
     errors_fatal = False
 
-    def __init__(self, opts: DeepgramOptions, model_name: str, max_message_bytes: int, request_id: str,
-                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        opts: DeepgramOptions,
+        model_name: str,
+        max_message_bytes: int,
+        request_id: str,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+    ) -> None:
         self.opts = opts
         self.idle_timeout_s = min(IDLE_TIMEOUT_S, idle_timeout_s)
         self.max_message_bytes = max_message_bytes
         self.request_id = request_id
         self.created = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        self.meta = {"request_id": request_id,
-                     "model_info": {"name": model_name, "version": __version__, "arch": "wav2vec2-ctc"},
-                     "model_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"streaming-asr:{model_name}"))}
+        self.meta = {
+            "request_id": request_id,
+            "model_info": {"name": model_name, "version": __version__, "arch": "wav2vec2-ctc"},
+            "model_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"streaming-asr:{model_name}")),
+        }
         self.channel_index = [0, opts.channels]
         self.cursor = 0.0  # where the next Results' tile starts (s)
         self.speaking = False  # SpeechStarted already sent for the open segment
@@ -91,17 +112,28 @@ class DeepgramCodec:
         if isinstance(event, Final):
             return self._final(event)
         if isinstance(event, Closed):
-            return [json.dumps({"type": "Metadata", "transaction_key": "deprecated", "request_id": self.request_id,
-                                "sha256": self.sha.hexdigest(), "created": self.created,
-                                "duration": round(event.audio_s, 3), "channels": self.opts.channels})]
+            return [
+                json.dumps(
+                    {
+                        "type": "Metadata",
+                        "transaction_key": "deprecated",
+                        "request_id": self.request_id,
+                        "sha256": self.sha.hexdigest(),
+                        "created": self.created,
+                        "duration": round(event.audio_s, 3),
+                        "channels": self.opts.channels,
+                    }
+                )
+            ]
         if isinstance(event, Failure):
             return self.render_error(event.code, event.message)
         assert isinstance(event, Ready)
         return []
 
     def render_error(self, code: str, message: str) -> list[str]:
-        return [json.dumps({"type": "Error", "variant": code, "description": message, "code": code,
-                            "message": message})]
+        return [
+            json.dumps({"type": "Error", "variant": code, "description": message, "code": code, "message": message})
+        ]
 
     def answer(self) -> list[str]:
         return []
@@ -117,8 +149,9 @@ class DeepgramCodec:
         if self.speaking or not words or not self.opts.vad_events:
             return []
         self.speaking = True
-        return [json.dumps({"type": "SpeechStarted", "channel": self.channel_index,
-                            "timestamp": round(words[0].start, 3)})]
+        return [
+            json.dumps({"type": "SpeechStarted", "channel": self.channel_index, "timestamp": round(words[0].start, 3)})
+        ]
 
     def _partial(self, event: Partial) -> list[str]:
         out = self._speech_started(event.words)
@@ -134,27 +167,54 @@ class DeepgramCodec:
         self.cursor = end
         self.speaking = False
         if self.opts.utterance_end_ms and event.reason == "silence" and event.words:
-            out.append(json.dumps({"type": "UtteranceEnd", "channel": self.channel_index,
-                                   "last_word_end": round(event.words[-1].end, 3)}))
+            out.append(
+                json.dumps(
+                    {
+                        "type": "UtteranceEnd",
+                        "channel": self.channel_index,
+                        "last_word_end": round(event.words[-1].end, 3),
+                    }
+                )
+            )
         return out
 
-    def _results(self, text: str, words: tuple[WordResult, ...], end: float, is_final: bool,
-                 speech_final: bool = False, from_finalize: bool = False) -> str:
+    def _results(
+        self,
+        text: str,
+        words: tuple[WordResult, ...],
+        end: float,
+        is_final: bool,
+        speech_final: bool = False,
+        from_finalize: bool = False,
+    ) -> str:
         confidence = sum(w.confidence for w in words) / len(words) if words else 0.0
         body: dict[str, Any] = {
-            "type": "Results", "channel_index": self.channel_index, "duration": round(end - self.cursor, 3),
-            "start": round(self.cursor, 3), "is_final": is_final, "speech_final": speech_final,
+            "type": "Results",
+            "channel_index": self.channel_index,
+            "duration": round(end - self.cursor, 3),
+            "start": round(self.cursor, 3),
+            "is_final": is_final,
+            "speech_final": speech_final,
             "from_finalize": from_finalize,
-            "channel": {"alternatives": [{"transcript": text.lower(), "confidence": round(confidence, 3),
-                                          "words": [_word(w) for w in words]}]},
-            "metadata": self.meta}
+            "channel": {
+                "alternatives": [
+                    {"transcript": text.lower(), "confidence": round(confidence, 3), "words": [_word(w) for w in words]}
+                ]
+            },
+            "metadata": self.meta,
+        }
         return json.dumps(body)
 
 
 def _word(w: WordResult) -> dict[str, Any]:
     word = w.word.lower()
-    return {"word": word, "start": round(w.start, 3), "end": round(w.end, 3), "confidence": round(w.confidence, 3),
-            "punctuated_word": word}
+    return {
+        "word": word,
+        "start": round(w.start, 3),
+        "end": round(w.end, 3),
+        "confidence": round(w.confidence, 3),
+        "punctuated_word": word,
+    }
 
 
 def new_request_id() -> str:

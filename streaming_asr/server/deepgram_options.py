@@ -52,8 +52,11 @@ class DeepgramOptions:
 def parse_query(query: Mapping[str, str], keyterms: Sequence[str], model_language: str) -> DeepgramOptions:
     """Check Deepgram's live parameters; QueryError names the first wrong one."""
     for name, why in REFUSED.items():
-        if name in query and not (name in TRUE_ONLY_REFUSED and _bool(query, name, False) is False) \
-                and not (name == "alternatives" and query[name].strip() == "1"):
+        if (
+            name in query
+            and not (name in TRUE_ONLY_REFUSED and _bool(query, name, False) is False)
+            and not (name == "alternatives" and query[name].strip() == "1")
+        ):
             raise QueryError(f"{name}: {why} on this server")
     language = query.get("language", "").strip()
     if language and language.split("-")[0].lower() != model_language.split("-")[0].lower():
@@ -72,8 +75,10 @@ def parse_query(query: Mapping[str, str], keyterms: Sequence[str], model_languag
     encoding = query.get("encoding")
     if encoding is not None:
         if encoding not in ENCODINGS:
-            raise QueryError(f"encoding {encoding[:20]!r} is not supported: use one of {', '.join(ENCODINGS)}, "
-                             "or leave it out and send a WAV stream")
+            raise QueryError(
+                f"encoding {encoding[:20]!r} is not supported: use one of {', '.join(ENCODINGS)}, "
+                "or leave it out and send a WAV stream"
+            )
         if "sample_rate" not in query:
             raise QueryError("sample_rate is required when encoding is given (as Deepgram)")
         options = {} if endpointing is None else {"endpoint_silence_s": endpointing}
@@ -95,8 +100,8 @@ def start_for_wav(header: bytes, opts: DeepgramOptions) -> tuple[Start, int]:
         raise QueryError("no encoding was given and the stream is not WAV: pass encoding and sample_rate")
     pos, fmt = 12, None
     while pos + 8 <= len(header):
-        kind, size = header[pos:pos + 4], int.from_bytes(header[pos + 4:pos + 8], "little")
-        body = header[pos + 8:pos + 8 + size]
+        kind, size = header[pos : pos + 4], int.from_bytes(header[pos + 4 : pos + 8], "little")
+        body = header[pos + 8 : pos + 8 + size]
         if kind == b"fmt " and len(body) >= 16:
             tag, channels = int.from_bytes(body[0:2], "little"), int.from_bytes(body[2:4], "little")
             rate, bits = int.from_bytes(body[4:8], "little"), int.from_bytes(body[14:16], "little")

@@ -24,8 +24,17 @@ from ..audio import AudioFormatError, AudioInput
 from ..config import ConfigError
 from ..events import Final, Partial
 from ..session import StreamingSession
-from .wire import (CLOSE_INTERNAL, CLOSE_MAX_SESSION, CLOSE_TRY_LATER, Closed, DriverError, Failure, Outgoing,
-                   Ready, Start)
+from .wire import (
+    CLOSE_INTERNAL,
+    CLOSE_MAX_SESSION,
+    CLOSE_TRY_LATER,
+    Closed,
+    DriverError,
+    Failure,
+    Outgoing,
+    Ready,
+    Start,
+)
 
 if TYPE_CHECKING:
     from .app import ServerContext
@@ -107,12 +116,29 @@ class SessionDriver:
         self.audio = AudioInput(fmt, info.sample_rate)
         self.session = StreamingSession(info, config, interim_results=req.interim_results, rescorer=rescorer)
         self._pump = asyncio.get_running_loop().create_task(self._pump_loop(), name=f"pump-{self.id}")
-        fields = {"model": info.name, "sample_rate": info.sample_rate, "input_sample_rate": fmt.sample_rate,
-                  "encoding": fmt.encoding, "channels": fmt.channels, "frame_s": info.frame_seconds,
-                  **{k: v for k, v in config.as_dict().items() if k != "max_catchup_chunks"},
-                  **self.ctx.compute_settings(), "interim_results": req.interim_results, "phrases": phrases}
-        self.log(logging.INFO, "start", protocol=self.protocol, rate=fmt.sample_rate, encoding=fmt.encoding,
-                 channels=fmt.channels, chunk_s=config.chunk_s, phrases=len(phrases), cost=round(cost.rate, 4))
+        fields = {
+            "model": info.name,
+            "sample_rate": info.sample_rate,
+            "input_sample_rate": fmt.sample_rate,
+            "encoding": fmt.encoding,
+            "channels": fmt.channels,
+            "frame_s": info.frame_seconds,
+            **{k: v for k, v in config.as_dict().items() if k != "max_catchup_chunks"},
+            **self.ctx.compute_settings(),
+            "interim_results": req.interim_results,
+            "phrases": phrases,
+        }
+        self.log(
+            logging.INFO,
+            "start",
+            protocol=self.protocol,
+            rate=fmt.sample_rate,
+            encoding=fmt.encoding,
+            channels=fmt.channels,
+            chunk_s=config.chunk_s,
+            phrases=len(phrases),
+            cost=round(cost.rate, 4),
+        )
         await self.send(Ready(self.id, fields))
 
     async def _compile_phrases(self, phrases: list[str], boost: float | None):  # type: ignore[no-untyped-def]
@@ -133,8 +159,10 @@ class SessionDriver:
             self.log(logging.DEBUG, "audio_after_end", bytes=len(data), reason=self.ended)
             return
         if len(data) > self.settings.max_message_bytes:
-            raise DriverError("message_too_large", f"binary frame of {len(data)} bytes is over the "
-                                                   f"{self.settings.max_message_bytes}-byte limit; rejected")
+            raise DriverError(
+                "message_too_large",
+                f"binary frame of {len(data)} bytes is over the {self.settings.max_message_bytes}-byte limit; rejected",
+            )
         try:
             samples = self.audio.feed(data)
         except AudioFormatError as exc:
@@ -144,8 +172,12 @@ class SessionDriver:
         self._arrivals.append((self._received_s, asyncio.get_running_loop().time()))
         if self.audio.seconds >= self.settings.max_session_s:
             self.finish("max_session")
-            raise DriverError("max_session", f"session reached the {self.settings.max_session_s:g} s limit",
-                              fatal=True, close_code=CLOSE_MAX_SESSION)
+            raise DriverError(
+                "max_session",
+                f"session reached the {self.settings.max_session_s:g} s limit",
+                fatal=True,
+                close_code=CLOSE_MAX_SESSION,
+            )
 
     def finalize(self) -> None:
         if self.session is None:
@@ -184,8 +216,11 @@ class SessionDriver:
 
     async def wait_caught_up(self) -> None:
         """Until every window the audio received so far allows is computed and its events are sent."""
-        while (self.session is not None and not self._done.is_set()
-               and (self._inbox or self._busy or self.session.next_window_ready(1))):
+        while (
+            self.session is not None
+            and not self._done.is_set()
+            and (self._inbox or self._busy or self.session.next_window_ready(1))
+        ):
             self._progress.clear()
             await self._progress.wait()
 
@@ -293,8 +328,16 @@ class SessionDriver:
         for ev in self.session.pop_events():
             if isinstance(ev, Final):
                 self.finals += 1
-                self.log(logging.INFO, "final", segment=ev.segment, reason=ev.reason, start=round(ev.start, 2),
-                         end=round(ev.end, 2), words=len(ev.words), text=ev.text)
+                self.log(
+                    logging.INFO,
+                    "final",
+                    segment=ev.segment,
+                    reason=ev.reason,
+                    start=round(ev.start, 2),
+                    end=round(ev.end, 2),
+                    words=len(ev.words),
+                    text=ev.text,
+                )
             elif isinstance(ev, Partial) and self.ended in ("disconnect", "slow_consumer"):
                 continue
             if isinstance(ev, Final) and ev.reason == self.ended and not self._inbox:

@@ -45,8 +45,9 @@ def v1(request: web.Request, ctx: "ServerContext") -> Handshake:
     s = ctx.settings
     if not token_ok(request, s.token):
         log.info("handshake refused: bad or missing token from %s", request.remote)
-        return Handshake(refusal=error_response(401, "unauthorized", "missing or wrong token",
-                                                {"WWW-Authenticate": "Bearer"}))
+        return Handshake(
+            refusal=error_response(401, "unauthorized", "missing or wrong token", {"WWW-Authenticate": "Bearer"})
+        )
     return Handshake(ProtocolV1(s.max_message_bytes), authorized=bool(s.token))
 
 
@@ -68,14 +69,23 @@ def deepgram(request: web.Request, ctx: "ServerContext") -> Handshake:
     key, via_protocol = _deepgram_key(request)
     if s.token and not (key is not None and hmac.compare_digest(key.encode(), s.token.encode())):
         log.info("deepgram handshake refused: bad or missing key from %s", request.remote)
-        return Handshake(refusal=json_response(401, {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials.",
-                                                     "request_id": request_id},
-                                               {**headers, "dg-error": "Invalid credentials."}))
+        return Handshake(
+            refusal=json_response(
+                401,
+                {"err_code": "INVALID_AUTH", "err_msg": "Invalid credentials.", "request_id": request_id},
+                {**headers, "dg-error": "Invalid credentials."},
+            )
+        )
     try:
         opts = parse_query(request.query, keyterms_of(list(request.query.items())), s.model_language)
     except QueryError as exc:
-        return Handshake(refusal=json_response(400, {"err_code": "Bad Request", "err_msg": str(exc),
-                                                     "request_id": request_id}, {**headers, "dg-error": str(exc)}))
+        return Handshake(
+            refusal=json_response(
+                400,
+                {"err_code": "Bad Request", "err_msg": str(exc), "request_id": request_id},
+                {**headers, "dg-error": str(exc)},
+            )
+        )
     codec = DeepgramCodec(opts, ctx.info.name, s.max_message_bytes, request_id, s.idle_timeout_s)
     return Handshake(codec, authorized=bool(s.token), protocols=("token",) if via_protocol else (), headers=headers)
 

@@ -24,16 +24,22 @@ STREAM_PATH = "/v1/stream"
 MAX_TARGET_BYTES = 8192
 MAX_LINE_BYTES = 1 << 20  # the parser reads request lines up to this, so longer targets still get our 414
 MAX_NAME_CHARS = 128
-CSP = ("default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; img-src 'self' data:; "
-       "style-src 'self'; script-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; img-src 'self' data:; "
+    "style-src 'self'; script-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'"
+)
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json",
-                        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **(headers or {})})
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **(headers or {})},
+    )
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -48,8 +54,12 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPMethodNotAllowed as exc:
-        return error_response(405, "method_not_allowed", f"{request.method[:20]} is not allowed here",
-                              {"Allow": exc.headers.get("Allow", "GET, HEAD")})
+        return error_response(
+            405,
+            "method_not_allowed",
+            f"{request.method[:20]} is not allowed here",
+            {"Allow": exc.headers.get("Allow", "GET, HEAD")},
+        )
     except web.HTTPNotFound:
         return error_response(404, "not_found", "no such page")
 
@@ -61,7 +71,10 @@ class QuietBadRequests(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, BadHttpMessage):
-            record.msg, record.args = "bad HTTP request refused: %s", ((str(exc.message).strip().splitlines() or [""])[0][:200],)
+            record.msg, record.args = (
+                "bad HTTP request refused: %s",
+                ((str(exc.message).strip().splitlines() or [""])[0][:200],),
+            )
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True
@@ -115,8 +128,14 @@ async def page(request: web.Request) -> web.StreamResponse:
     except (OSError, ValueError):
         return error_response(404, "not_found", "no such page")
     ctype = "text/javascript" if name.endswith(".js") else mimetypes.guess_type(name)[0] or "application/octet-stream"
-    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-               "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY", "Permissions-Policy": "microphone=(self)"}
+    headers = {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+        "Permissions-Policy": "microphone=(self)",
+    }
     charset = "utf-8" if ctype.startswith("text") or ctype.endswith(("json", "svg+xml")) else None
     return web.Response(body=body, content_type=ctype, charset=charset, headers=headers)
 

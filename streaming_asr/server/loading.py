@@ -29,8 +29,7 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _refuse(request: web.Request) -> web.Response:
-    return json_response(503, {"error": "loading", "message": "the model is loading; try again shortly"},
-                         RETRY_AFTER)
+    return json_response(503, {"error": "loading", "message": "the model is loading; try again shortly"}, RETRY_AFTER)
 
 
 class LoadingPlaceholder:

@@ -21,8 +21,9 @@ SKIP = ("help", "config")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
-def layer_defaults(parser: argparse.ArgumentParser, argv: Sequence[str],
-                   environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def layer_defaults(
+    parser: argparse.ArgumentParser, argv: Sequence[str], environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Set `parser`'s defaults from the TOML file and the environment; {dest: source} of every option."""
     environ = os.environ if environ is None else environ
     file_values = _read_file(parser, _config_path(argv))
@@ -86,8 +87,9 @@ def _given(option: str, argv: Sequence[str]) -> bool:
 
 def _convert(parser: argparse.ArgumentParser, action: argparse.Action, raw: Any, source: str) -> Any:
     """`raw` (a TOML value or an environment string) through the flag's own type and choices."""
-    where = f"{'--config key' if source == 'file' else 'environment variable'} " + \
-        (action.dest if source == "file" else ENV_PREFIX + action.dest.upper())
+    where = f"{'--config key' if source == 'file' else 'environment variable'} " + (
+        action.dest if source == "file" else ENV_PREFIX + action.dest.upper()
+    )
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         text = str(raw).strip().lower()
         if isinstance(raw, bool) or text in TRUE + FALSE:

@@ -23,8 +23,9 @@ log = logging.getLogger("streaming_asr.server")
 class Peer:
     """Deadline-bounded writes to one WebSocket client; `dead` says why it can no longer be written to."""
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, settings: ServerSettings,
-                 on_slow: Callable[[], None]) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, request: web.Request, settings: ServerSettings, on_slow: Callable[[], None]
+    ) -> None:
         self.ws, self.request, self.settings = ws, request, settings
         self.loop = asyncio.get_running_loop()
         self.dead: str | None = None  # "disconnect", "slow_consumer" or "error"

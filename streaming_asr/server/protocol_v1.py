@@ -15,8 +15,20 @@ from typing import Any
 from .. import PROTOCOL_VERSION
 from ..audio import PcmFormat
 from ..events import Final, Partial
-from .wire import (Audio, Closed, Command, Failure, Finalize, Invalid, Outgoing, Ready, Reply, Start, Stop,
-                   decode_json_text)
+from .wire import (
+    Audio,
+    Closed,
+    Command,
+    Failure,
+    Finalize,
+    Invalid,
+    Outgoing,
+    Ready,
+    Reply,
+    Start,
+    Stop,
+    decode_json_text,
+)
 
 ENGINE_OPTIONS = ("chunk_s", "left_context_s", "lookahead_s", "endpoint_silence_s", "max_segment_s")
 MAX_PING_ID_CHARS = 256
@@ -72,11 +84,17 @@ class ProtocolV1:
         if isinstance(event, (Partial, Final)):
             return [json.dumps(event.to_dict())]
         if isinstance(event, Ready):
-            return [json.dumps({"type": "ready", "protocol": PROTOCOL_VERSION, "session_id": event.session_id,
-                                **event.fields})]
+            return [
+                json.dumps(
+                    {"type": "ready", "protocol": PROTOCOL_VERSION, "session_id": event.session_id, **event.fields}
+                )
+            ]
         if isinstance(event, Closed):
-            return [json.dumps({"type": "closed", "reason": event.reason, "audio_s": event.audio_s,
-                                "segments": event.segments})]
+            return [
+                json.dumps(
+                    {"type": "closed", "reason": event.reason, "audio_s": event.audio_s, "segments": event.segments}
+                )
+            ]
         assert isinstance(event, Failure)
         return [json.dumps({"type": "error", "code": event.code, "message": event.message, "fatal": event.fatal})]
 
@@ -90,11 +108,15 @@ def _pong(msg: dict[str, Any]) -> Command:
         return Reply(json.dumps({"type": "pong"}))
     pid = msg["id"]
     number = _number(pid)
-    ok = (isinstance(pid, str) and len(pid) <= MAX_PING_ID_CHARS) or pid is None or \
-        (number is not None and abs(number) < 2**53)
+    ok = (
+        (isinstance(pid, str) and len(pid) <= MAX_PING_ID_CHARS)
+        or pid is None
+        or (number is not None and abs(number) < 2**53)
+    )
     if not ok:
-        return Invalid("invalid_message", f"ping 'id' must be a number or a string of at most "
-                                          f"{MAX_PING_ID_CHARS} characters")
+        return Invalid(
+            "invalid_message", f"ping 'id' must be a number or a string of at most {MAX_PING_ID_CHARS} characters"
+        )
     return Reply(json.dumps({"type": "pong", "id": pid}))
 
 

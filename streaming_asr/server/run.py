@@ -69,8 +69,9 @@ async def _serve(args: argparse.Namespace, config: StreamConfig) -> int:
     await placeholder.start()
     log.info("port %d open while the model loads (readiness: loading)", placeholder.port)
     loop = asyncio.get_running_loop()
-    loading = loop.run_in_executor(None, lambda: CtcModel.load(args.model, device=args.device,
-                                                               precision=model_precision(args)))
+    loading = loop.run_in_executor(
+        None, lambda: CtcModel.load(args.model, device=args.device, precision=model_precision(args))
+    )
     stopped = asyncio.ensure_future(signals.stop.wait())
     try:
         await asyncio.wait({loading, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -80,8 +81,15 @@ async def _serve(args: argparse.Namespace, config: StreamConfig) -> int:
         model = loading.result()  # ModelLoadError: the CLI prints it
         plan = plan_workers(model.device, args.model_workers, args.threads)
         settings = settings_from_args(args, usable_config(model, config), plan)
-        log.info("model %s on %s: precision=%s workers=%d threads/worker=%d reuse=%s", args.model, model.device,
-                 model.precision, plan.workers, plan.threads, settings.engine.reuse)
+        log.info(
+            "model %s on %s: precision=%s workers=%d threads/worker=%d reuse=%s",
+            args.model,
+            model.device,
+            model.precision,
+            plan.workers,
+            plan.threads,
+            settings.engine.reuse,
+        )
         server = AsrServer(model, replace(model.info, name=args.model), settings)
         await server.prepare()  # warm-up: the placeholder still answers `loading`
     finally:
@@ -102,8 +110,11 @@ async def run_until_signal(forward: ForwardFn, info: ModelInfo, settings: Server
 async def _run(server: AsrServer, settings: ServerSettings, signals: _Signals) -> int:
     signals.on_again = server.cut_drain
     ws, http = ("wss", "https") if settings.tls_cert else ("ws", "http")
-    print(f"streaming-asr: listening on {ws}://{settings.host}:{server.port}{STREAM_PATH} "
-          f"(page: {http}://{settings.host}:{server.port}/)", flush=True)
+    print(
+        f"streaming-asr: listening on {ws}://{settings.host}:{server.port}{STREAM_PATH} "
+        f"(page: {http}://{settings.host}:{server.port}/)",
+        flush=True,
+    )
     await signals.stop.wait()
     log.info("signal received: draining for up to %.0f s, then shutting down", settings.drain_timeout_s)
     await server.drain()

@@ -53,81 +53,190 @@ class ServerSettings:
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
     d = ServerSettings()
-    p.add_argument("--config", default=None, metavar="FILE.toml",
-                   help="options from a TOML file, keys as the options in snake case; precedence: "
-                        "flag > STREAMING_ASR_<OPTION> environment variable > file > default")
-    p.add_argument("--log-format", choices=("text", "json"), default="text",
-                   help="text: key=value lines; json: one object per event with the same keys (%(default)s)")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE.toml",
+        help="options from a TOML file, keys as the options in snake case; precedence: "
+        "flag > STREAMING_ASR_<OPTION> environment variable > file > default",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text: key=value lines; json: one object per event with the same keys (%(default)s)",
+    )
     p.add_argument("--host", default=d.host, help="address to listen on (%(default)s)")
     p.add_argument("--port", type=int, default=d.port, help="port, 0 = any free one (%(default)s)")
-    p.add_argument("--token", default=os.environ.get("STREAMING_ASR_TOKEN"),
-                   help="require this token (Bearer header or ?token=); default: $STREAMING_ASR_TOKEN")
-    p.add_argument("--metrics-token", default=os.environ.get("STREAMING_ASR_METRICS_TOKEN"),
-                   help="require this token on GET /metrics (default: open, like /health)")
-    p.add_argument("--tls-cert", default=None, help="PEM certificate: serve https:// and wss:// (browsers allow "
-                                                    "the microphone only on https or localhost)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("STREAMING_ASR_TOKEN"),
+        help="require this token (Bearer header or ?token=); default: $STREAMING_ASR_TOKEN",
+    )
+    p.add_argument(
+        "--metrics-token",
+        default=os.environ.get("STREAMING_ASR_METRICS_TOKEN"),
+        help="require this token on GET /metrics (default: open, like /health)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        default=None,
+        help="PEM certificate: serve https:// and wss:// (browsers allow the microphone only on https or localhost)",
+    )
     p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (default: in the certificate file)")
-    p.add_argument("--allowed-origins", default="",
-                   help="comma-separated browser origins allowed to open sessions, e.g. https://app.example.com "
-                        "('*': any); the server's own origin and localhost are always allowed")
+    p.add_argument(
+        "--allowed-origins",
+        default="",
+        help="comma-separated browser origins allowed to open sessions, e.g. https://app.example.com "
+        "('*': any); the server's own origin and localhost are always allowed",
+    )
     p.add_argument("--max-sessions", type=int, default=d.max_sessions, help="concurrent connections (%(default)s)")
-    p.add_argument("--max-unstarted", type=int, default=d.max_unstarted,
-                   help="connections that have not sent 'start' yet (%(default)s)")
-    p.add_argument("--max-message-bytes", type=int, default=d.max_message_bytes,
-                   help="largest message accepted (%(default)s)")
-    p.add_argument("--start-timeout", type=float, default=d.start_timeout_s,
-                   help="seconds a connection has to send a valid 'start' (%(default)s)")
-    p.add_argument("--idle-timeout", type=float, default=d.idle_timeout_s,
-                   help="end a session whose client sends nothing or answers no ping for this long (%(default)s s)")
-    p.add_argument("--send-timeout", type=float, default=d.send_timeout_s,
-                   help="close a client that reads nothing for this long while we have data for it (%(default)s s)")
-    p.add_argument("--close-timeout", type=float, default=d.close_timeout_s,
-                   help="longest wait on a peer during a close or shutdown (%(default)s s)")
-    p.add_argument("--drain-timeout", type=float, default=d.drain_timeout_s,
-                   help="on SIGTERM (or a first SIGINT), let open sessions go on this long while new ones are "
-                        "refused with 503; a second SIGINT cuts it short (%(default)s s)")
-    p.add_argument("--max-session", type=float, default=d.max_session_s,
-                   help="longest session in seconds of audio (%(default)s)")
+    p.add_argument(
+        "--max-unstarted",
+        type=int,
+        default=d.max_unstarted,
+        help="connections that have not sent 'start' yet (%(default)s)",
+    )
+    p.add_argument(
+        "--max-message-bytes", type=int, default=d.max_message_bytes, help="largest message accepted (%(default)s)"
+    )
+    p.add_argument(
+        "--start-timeout",
+        type=float,
+        default=d.start_timeout_s,
+        help="seconds a connection has to send a valid 'start' (%(default)s)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=d.idle_timeout_s,
+        help="end a session whose client sends nothing or answers no ping for this long (%(default)s s)",
+    )
+    p.add_argument(
+        "--send-timeout",
+        type=float,
+        default=d.send_timeout_s,
+        help="close a client that reads nothing for this long while we have data for it (%(default)s s)",
+    )
+    p.add_argument(
+        "--close-timeout",
+        type=float,
+        default=d.close_timeout_s,
+        help="longest wait on a peer during a close or shutdown (%(default)s s)",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=d.drain_timeout_s,
+        help="on SIGTERM (or a first SIGINT), let open sessions go on this long while new ones are "
+        "refused with 503; a second SIGINT cuts it short (%(default)s s)",
+    )
+    p.add_argument(
+        "--max-session", type=float, default=d.max_session_s, help="longest session in seconds of audio (%(default)s)"
+    )
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="windows per batched forward (%(default)s)")
-    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
-                   help="how long an idle model waits to fill a batch (%(default)s ms)")
-    p.add_argument("--model-workers", type=int, default=None,
-                   help="batches computed at once, each on its own thread (default: 2 on CPU, 1 on CUDA)")
-    p.add_argument("--max-load", type=float, default=d.max_load,
-                   help="admission: fraction of model-worker time that sessions may take; 0 turns the "
-                        "capacity check off (%(default)s)")
-    p.add_argument("--model-language", default=d.model_language,
-                   help="language the model transcribes; Deepgram/OpenAI requests for another are refused "
-                        "(%(default)s)")
-    p.add_argument("--vosk-sample-rate", type=int, default=d.vosk_sample_rate,
-                   help="sample rate of vosk clients that send no config (%(default)s)")
-    p.add_argument("--vosk-root", action="store_true",
-                   help="also accept vosk WebSocket clients at / (the page is still served to browsers)")
-    p.add_argument("--max-session-cost", type=float, default=d.max_session_cost,
-                   help="refuse a session geometry costing more than this x the default's (%(default)s)")
-    p.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb,
-                   help="largest file for POST /v1/audio/transcriptions, in MiB (%(default)s)")
-    p.add_argument("--max-upload-s", type=float, default=d.max_upload_s,
-                   help="longest audio of one upload, in seconds (%(default)s)")
-    p.add_argument("--upload-window", type=_window, default=d.upload_window_s,
-                   help="seconds of new audio per upload window; 20 = the CLI's offline chunking (same text), "
-                        "shorter = less memory traffic next to live sessions (%(default)s)")
-    p.add_argument("--max-uploads", type=int, default=d.max_uploads,
-                   help="uploads transcribed at once, more get 429; 0 turns the endpoint off (%(default)s)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=d.max_wait_ms,
+        help="how long an idle model waits to fill a batch (%(default)s ms)",
+    )
+    p.add_argument(
+        "--model-workers",
+        type=int,
+        default=None,
+        help="batches computed at once, each on its own thread (default: 2 on CPU, 1 on CUDA)",
+    )
+    p.add_argument(
+        "--max-load",
+        type=float,
+        default=d.max_load,
+        help="admission: fraction of model-worker time that sessions may take; 0 turns the "
+        "capacity check off (%(default)s)",
+    )
+    p.add_argument(
+        "--model-language",
+        default=d.model_language,
+        help="language the model transcribes; Deepgram/OpenAI requests for another are refused (%(default)s)",
+    )
+    p.add_argument(
+        "--vosk-sample-rate",
+        type=int,
+        default=d.vosk_sample_rate,
+        help="sample rate of vosk clients that send no config (%(default)s)",
+    )
+    p.add_argument(
+        "--vosk-root",
+        action="store_true",
+        help="also accept vosk WebSocket clients at / (the page is still served to browsers)",
+    )
+    p.add_argument(
+        "--max-session-cost",
+        type=float,
+        default=d.max_session_cost,
+        help="refuse a session geometry costing more than this x the default's (%(default)s)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=d.max_upload_mb,
+        help="largest file for POST /v1/audio/transcriptions, in MiB (%(default)s)",
+    )
+    p.add_argument(
+        "--max-upload-s",
+        type=float,
+        default=d.max_upload_s,
+        help="longest audio of one upload, in seconds (%(default)s)",
+    )
+    p.add_argument(
+        "--upload-window",
+        type=_window,
+        default=d.upload_window_s,
+        help="seconds of new audio per upload window; 20 = the CLI's offline chunking (same text), "
+        "shorter = less memory traffic next to live sessions (%(default)s)",
+    )
+    p.add_argument(
+        "--max-uploads",
+        type=int,
+        default=d.max_uploads,
+        help="uploads transcribed at once, more get 429; 0 turns the endpoint off (%(default)s)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: WorkerPlan) -> ServerSettings:
     origins = tuple(o.strip().rstrip("/") for o in (args.allowed_origins or "").split(",") if o.strip())
     return ServerSettings(
-        host=args.host, port=args.port, token=args.token or None, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        metrics_token=args.metrics_token or None, allowed_origins=origins,
-        max_sessions=args.max_sessions, max_unstarted=args.max_unstarted, max_message_bytes=args.max_message_bytes,
-        start_timeout_s=args.start_timeout, idle_timeout_s=args.idle_timeout, send_timeout_s=args.send_timeout,
-        close_timeout_s=args.close_timeout, drain_timeout_s=args.drain_timeout, max_session_s=args.max_session, max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms, model_workers=plan.workers, model_threads=plan.threads,
-        max_load=args.max_load, max_session_cost=args.max_session_cost, engine=config,
-        model_language=args.model_language, vosk_sample_rate=args.vosk_sample_rate, vosk_root=args.vosk_root,
-        max_upload_mb=args.max_upload_mb, max_upload_s=args.max_upload_s, max_uploads=args.max_uploads, upload_window_s=args.upload_window)
+        host=args.host,
+        port=args.port,
+        token=args.token or None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        metrics_token=args.metrics_token or None,
+        allowed_origins=origins,
+        max_sessions=args.max_sessions,
+        max_unstarted=args.max_unstarted,
+        max_message_bytes=args.max_message_bytes,
+        start_timeout_s=args.start_timeout,
+        idle_timeout_s=args.idle_timeout,
+        send_timeout_s=args.send_timeout,
+        close_timeout_s=args.close_timeout,
+        drain_timeout_s=args.drain_timeout,
+        max_session_s=args.max_session,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        model_workers=plan.workers,
+        model_threads=plan.threads,
+        max_load=args.max_load,
+        max_session_cost=args.max_session_cost,
+        engine=config,
+        model_language=args.model_language,
+        vosk_sample_rate=args.vosk_sample_rate,
+        vosk_root=args.vosk_root,
+        max_upload_mb=args.max_upload_mb,
+        max_upload_s=args.max_upload_s,
+        max_uploads=args.max_uploads,
+        upload_window_s=args.upload_window,
+    )
 
 
 def _window(text: str) -> float:

@@ -90,14 +90,22 @@ class Transcriptions:
                 log.info("upload from %s ended by the shutdown", request.remote)
                 return _stopping_error().response()
             log.exception("upload from %s failed", request.remote)
-            return ApiError(500, "the server had an error while processing the file; it has been logged",
-                            "internal_error", kind="server_error").response()
+            return ApiError(
+                500,
+                "the server had an error while processing the file; it has been logged",
+                "internal_error",
+                kind="server_error",
+            ).response()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         t0, s = time.perf_counter(), self.settings
         if not token_ok(request, s.token):
-            raise ApiError(401, "Incorrect API key provided: use the server's --token as the API key",
-                           "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "Incorrect API key provided: use the server's --token as the API key",
+                "invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if s.max_uploads <= 0:
             raise ApiError(404, "file transcription is turned off on this server (--max-uploads 0)", "not_found")
         if self.stopping():
@@ -106,16 +114,24 @@ class Transcriptions:
         if request.content_length is not None and request.content_length > limit + FORM_SLACK:
             raise _too_large(limit)
         if request.content_type != "multipart/form-data":
-            raise ApiError(400, f"the body must be multipart/form-data (got {request.content_type[:60]!r}), with "
-                                "the audio in the 'file' field", "invalid_content_type")
+            raise ApiError(
+                400,
+                f"the body must be multipart/form-data (got {request.content_type[:60]!r}), with "
+                "the audio in the 'file' field",
+                "invalid_content_type",
+            )
         if self.active >= s.max_uploads:
-            raise ApiError(429, f"the server is transcribing {self.active} file(s), its limit; retry shortly",
-                           "rate_limit_exceeded", kind="requests", headers={"Retry-After": str(RETRY_AFTER_S)})
+            raise ApiError(
+                429,
+                f"the server is transcribing {self.active} file(s), its limit; retry shortly",
+                "rate_limit_exceeded",
+                kind="requests",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         self.active += 1
         try:
             upload = await read_form(request, limit, Options(model_language=s.model_language), s.idle_timeout_s)
-            decoded: Decoded = await self._offload(decode_audio, upload.data, self.ctx.info.sample_rate,
-                                                   s.max_upload_s)
+            decoded: Decoded = await self._offload(decode_audio, upload.data, self.ctx.info.sample_rate, s.max_upload_s)
 
             async def infer(item: ModelInput) -> ModelOutput:
                 if self.stopping():
@@ -124,14 +140,21 @@ class Transcriptions:
                     raise ApiError(408, "the client closed the connection; transcription abandoned", "client_gone")
                 return await self.ctx.batcher.infer(item, background=True)
 
-            transcript = await transcribe_offline_async(infer, self.ctx.info, decoded.audio,
-                                                        s.engine.endpoint_silence_s, self._offload,
-                                                        s.upload_window_s)
+            transcript = await transcribe_offline_async(
+                infer, self.ctx.info, decoded.audio, s.engine.endpoint_silence_s, self._offload, s.upload_window_s
+            )
         finally:
             self.active -= 1
-        log.info("upload from %s: %d bytes %s, %.1f s of audio, %d segment(s), response_format=%s, took %.2f s",
-                 request.remote, upload.bytes_read, decoded.container, transcript.duration_s,
-                 len(transcript.finals), upload.opts.response_format, time.perf_counter() - t0)
+        log.info(
+            "upload from %s: %d bytes %s, %.1f s of audio, %d segment(s), response_format=%s, took %.2f s",
+            request.remote,
+            upload.bytes_read,
+            decoded.container,
+            transcript.duration_s,
+            len(transcript.finals),
+            upload.opts.response_format,
+            time.perf_counter() - t0,
+        )
         return render(transcript, upload.opts)
 
     async def _offload(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -143,13 +166,22 @@ class Transcriptions:
 
 
 def _stopping_error() -> ApiError:
-    return ApiError(503, "the server is shutting down; retry on another instance or once it is back",
-                    "shutting_down", kind="server_error", headers={"Retry-After": str(STOP_RETRY_AFTER_S)})
+    return ApiError(
+        503,
+        "the server is shutting down; retry on another instance or once it is back",
+        "shutting_down",
+        kind="server_error",
+        headers={"Retry-After": str(STOP_RETRY_AFTER_S)},
+    )
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"the file is larger than this server's limit of {limit} bytes "
-                         f"(--max-upload-mb {limit / MIB:.3g})", "file_too_large", "file")
+    return ApiError(
+        413,
+        f"the file is larger than this server's limit of {limit} bytes (--max-upload-mb {limit / MIB:.3g})",
+        "file_too_large",
+        "file",
+    )
 
 
 async def read_form(request: web.Request, limit: int, opts: Options, idle_s: float) -> Upload:
@@ -170,9 +202,16 @@ async def read_form(request: web.Request, limit: int, opts: Options, idle_s: flo
                 data, total = await _read_part(part, limit, total, limit + FORM_SLACK, _too_large(limit), idle_s)
                 continue
             name = part.name or ""
-            value, total = await _read_part(part, FIELD_LIMIT, total, limit + FORM_SLACK, ApiError(
-                400, f"form field {name[:40]!r} is longer than {FIELD_LIMIT} bytes", "invalid_value", name[:40]),
-                idle_s)
+            value, total = await _read_part(
+                part,
+                FIELD_LIMIT,
+                total,
+                limit + FORM_SLACK,
+                ApiError(
+                    400, f"form field {name[:40]!r} is longer than {FIELD_LIMIT} bytes", "invalid_value", name[:40]
+                ),
+                idle_s,
+            )
             try:
                 text = value.decode("utf-8")
             except UnicodeDecodeError:
@@ -181,13 +220,15 @@ async def read_form(request: web.Request, limit: int, opts: Options, idle_s: flo
     except (ValueError, ConnectionError, EOFError, HttpProcessingError) as exc:
         raise ApiError(400, f"malformed multipart/form-data body ({str(exc)[:100]})", "invalid_request")
     if data is None:
-        raise ApiError(400, "missing required parameter: 'file' (the audio to transcribe)",
-                       "missing_required_parameter", "file")
+        raise ApiError(
+            400, "missing required parameter: 'file' (the audio to transcribe)", "missing_required_parameter", "file"
+        )
     return Upload(opts, data, total)
 
 
-async def _read_part(part: BodyPartReader, part_limit: int, total: int, body_limit: int,
-                     over: ApiError, idle_s: float) -> tuple[bytes, int]:
+async def _read_part(
+    part: BodyPartReader, part_limit: int, total: int, body_limit: int, over: ApiError, idle_s: float
+) -> tuple[bytes, int]:
     """One part's bytes and the body's running count: `over` past `part_limit`, 413 past `body_limit`."""
     buf = bytearray()
     while chunk := await _idle(part.read_chunk(READ_CHUNK), idle_s):
@@ -233,8 +274,13 @@ def decode_audio(data: bytes, model_rate: int, max_s: float) -> Decoded:
                     raise _too_long(frames / rate, max_s)
                 pieces.append(resampler.process(block.mean(axis=1).astype(np.float32)))
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
-        raise ApiError(400, "the file could not be decoded as audio (supported: WAV, FLAC, OGG Vorbis/Opus, MP3 "
-                            f"and the other formats libsndfile reads): {_reason(exc)}", "invalid_audio", "file")
+        raise ApiError(
+            400,
+            "the file could not be decoded as audio (supported: WAV, FLAC, OGG Vorbis/Opus, MP3 "
+            f"and the other formats libsndfile reads): {_reason(exc)}",
+            "invalid_audio",
+            "file",
+        )
     if not frames:
         raise ApiError(400, "the file holds no audio samples", "empty_file", "file")
     pieces.append(resampler.process(np.zeros(0, dtype=np.float32), last=True))
@@ -248,5 +294,9 @@ def _reason(exc: Exception) -> str:
 
 
 def _too_long(seconds: float, max_s: float) -> ApiError:
-    return ApiError(400, f"the audio is {seconds:.0f} s long; this server takes at most {max_s:g} s per file "
-                         "(--max-upload-s)", "audio_too_long", "file")
+    return ApiError(
+        400,
+        f"the audio is {seconds:.0f} s long; this server takes at most {max_s:g} s per file (--max-upload-s)",
+        "audio_too_long",
+        "file",
+    )

@@ -62,7 +62,7 @@ class VoskCodec:
             return [Stop(require_start=False)]
         if "reset" in msg:
             return [Finalize(), Answer()] if self.started else [Answer()]
-        return [Invalid("unknown_type", "expected {\"config\": ...}, {\"eof\" : 1} or {\"reset\" : 1}", True)]
+        return [Invalid("unknown_type", 'expected {"config": ...}, {"eof" : 1} or {"reset" : 1}', True)]
 
     def _config(self, config: Any) -> list[Command]:
         if not isinstance(config, dict):
@@ -74,8 +74,13 @@ class VoskCodec:
             return [Invalid("invalid_start", "sample_rate must be a number", True)]
         alternatives = config.get("max_alternatives", 0)
         if not isinstance(alternatives, (int, float)) or alternatives:
-            return [Invalid("invalid_option", "max_alternatives is not supported: this server decodes one "
-                                              "best path (set it to 0)", True)]
+            return [
+                Invalid(
+                    "invalid_option",
+                    "max_alternatives is not supported: this server decodes one best path (set it to 0)",
+                    True,
+                )
+            ]
         phrases = config.get("phrase_list", [])
         if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
             return [Invalid("invalid_option", "phrase_list must be a list of strings", True)]
@@ -118,7 +123,15 @@ class VoskCodec:
             return json.dumps({"text": ""})
         body: dict[str, Any] = {}
         if self.words:
-            body["result"] = [{"conf": round(w.confidence, 6), "end": round(w.end, 6), "start": round(w.start, 6),
-                               "word": w.word.lower()} for f in finals for w in f.words]
+            body["result"] = [
+                {
+                    "conf": round(w.confidence, 6),
+                    "end": round(w.end, 6),
+                    "start": round(w.start, 6),
+                    "word": w.word.lower(),
+                }
+                for f in finals
+                for w in f.words
+            ]
         body["text"] = text
         return json.dumps(body)

@@ -85,8 +85,9 @@ def decode_json_text(data: bytes | str, max_bytes: int, fatal: bool = False) -> 
     """
     size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
     if size > max_bytes:
-        return Invalid("message_too_large", f"text message of {size} bytes is over the {max_bytes}-byte limit; "
-                                            "rejected", fatal)
+        return Invalid(
+            "message_too_large", f"text message of {size} bytes is over the {max_bytes}-byte limit; rejected", fatal
+        )
     try:
         return json.loads(data)
     except (ValueError, RecursionError):
@@ -122,6 +123,7 @@ class Failure:
 
 
 Outgoing = Union[Ready, Partial, Final, Closed, Failure]
+
 
 class Codec(Protocol):
     """One wire protocol, sans-I/O: client messages -> Commands, Outgoing events -> messages.
