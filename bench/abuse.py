@@ -29,8 +29,8 @@ Each check is a row: measured value, target, pass/fail.
    (target <= idle timeout + 5 s) and how many the server reaped (it no longer holds their TCP
    connection; per kind, the time from going stuck to being dropped).
 5. shutdown: 10 clients start, then 3 clients of kind (a2) and 2 of kind (b) connect (2 s to back
-   up), then the 10 stream real-time audio (2 s) and, per order, send `stop` / `finalize` / disconnect just before SIGTERM,
-   or `stop` just after it; a fresh server per order. Time from SIGTERM to process exit (target
+   up), then the 10 stream real-time audio (2 s) and, per order, send `stop` / `finalize` / disconnect just
+   before SIGTERM, or `stop` just after it; a fresh server per order. Time from SIGTERM to process exit (target
    <= close timeout (5 s) + 5 s) and finals lost (target 0): each talker must receive its final
    (reason stop or shutdown; the `finalize` order also its reason-finalize final); after a
    disconnect, the server log must show the session's `event=final` line.
@@ -63,23 +63,21 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import RESULTS, fmt, machine_info, markdown_table, percentile, update_readme, write_results  # noqa: E402
-from load import ServerProc, sample_rss, save_random_base_model, start_server  # noqa: E402
-from load_client import client_streams, run_client  # noqa: E402
 from abuse_clients import (
     HealthProbe,
     Stuck,
     error_histogram,
+    flood_socket,
     frames_of,
     fuzz_connection,  # noqa: E402
-    flood_socket,
     half_open,
     log_findings,
     never_reader,
@@ -92,6 +90,9 @@ from abuse_clients import (
     talker,
     ws_pinger,
 )
+from common import RESULTS, fmt, machine_info, markdown_table, percentile, update_readme, write_results  # noqa: E402
+from load import ServerProc, sample_rss, save_random_base_model, start_server  # noqa: E402
+from load_client import client_streams, run_client  # noqa: E402
 from websockets.exceptions import WebSocketException  # noqa: E402
 
 SCENARIOS = ("stall", "fuzz", "flood", "stuck", "shutdown", "rss")
@@ -169,7 +170,7 @@ async def s_stall(b: Bench) -> list[dict]:
             try:
                 got = await one_message(server.ws_url, pre, msg, 120)
                 out = outcome(got)
-            except (OSError, WebSocketException, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, WebSocketException) as exc:
                 got, out = {"codes": [], "answer_s": None}, f"client error {type(exc).__name__}"
             await asyncio.sleep(0.3)
             gap = probe.max_gap(t0, time.monotonic())
@@ -416,7 +417,7 @@ async def s_shutdown(b: Bench) -> list[dict]:
             await asyncio.gather(*(stream_real_time(t.ws, s) for t, s in zip(talkers, streams)), return_exceptions=True)
             verb = order.replace("SIGTERM", "").strip("→")
 
-            async def act(t: Any) -> None:
+            async def act(t: Any, verb: str = verb) -> None:
                 if verb == "disconnect":
                     t.ws.transport.abort()
                 else:

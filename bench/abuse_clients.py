@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 import psutil
+from load_client import FRAME_S, FRAME_SAMPLES, RATE
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
-
-from load_client import FRAME_S, FRAME_SAMPLES, RATE
 
 START = {"type": "start", "sample_rate": RATE, "encoding": "pcm_s16le", "channels": 1, "interim_results": True}
 START_JSON = json.dumps(START)
@@ -64,7 +63,8 @@ def log_findings(path: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ probes
 class HealthProbe(threading.Thread):
-    """GET /health every `period` s on one keep-alive connection, in its own thread (the bench's loop cannot delay it)."""
+    """GET /health every `period` s on one keep-alive connection, in its own thread (the bench's loop cannot
+    delay it)."""
 
     def __init__(self, port: int, period: float = 0.02) -> None:
         super().__init__(daemon=True)
@@ -136,7 +136,7 @@ async def collect(
                 break
         else:
             out["timeout"] = True
-    except asyncio.TimeoutError:
+    except TimeoutError:
         out["timeout"] = True
     except ConnectionClosed:
         pass
@@ -350,7 +350,7 @@ async def fuzz_connection(url: str, rng: random.Random, n: int, start_first: boo
                 got["sent"] += 1
             await ws.send(json.dumps({"type": "stop"}))
             await asyncio.wait_for(asyncio.shield(receiver), 30)
-    except (ConnectionClosed, asyncio.TimeoutError, OSError, WebSocketException) as exc:
+    except (TimeoutError, ConnectionClosed, OSError, WebSocketException) as exc:
         got["client_error"] = type(exc).__name__
     return got
 
@@ -375,7 +375,7 @@ async def flood_socket(url: str, kind: str, delay: float, timeout: float) -> dic
             if "ready" in got["types"]:
                 await ws.send(json.dumps({"type": "stop"}))
                 res["closed"] = "closed" in (await collect(ws, ("closed",), 30))["types"]
-    except (OSError, asyncio.TimeoutError, WebSocketException) as exc:
+    except (TimeoutError, OSError, WebSocketException) as exc:
         res.update(outcome=f"connect failed: {type(exc).__name__}", message=str(exc)[:120])
     return res
 
@@ -532,7 +532,7 @@ async def short_session(url: str, audio: np.ndarray) -> bool:
             await ws.send(json.dumps({"type": "stop"}))
             got = await collect(ws, ("closed",), 120)
             return "closed" in got["types"] and not got["codes"]
-    except (OSError, asyncio.TimeoutError, WebSocketException):
+    except (TimeoutError, OSError, WebSocketException):
         return False
 
 

@@ -24,9 +24,10 @@ import argparse
 import csv
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -35,13 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (
     RESULTS,
-    STANDIN_MODEL as STANDIN,
     TTS_DEV,
     machine_info,
     markdown_table,
     update_readme,
     write_results,
 )  # noqa: E402
+from common import (
+    STANDIN_MODEL as STANDIN,
+)
 
 from streaming_asr.audio import read_audio  # noqa: E402
 from streaming_asr.config import StreamConfig  # noqa: E402

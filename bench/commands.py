@@ -49,9 +49,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -62,11 +63,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import RESULTS, machine_info, markdown_table, update_readme, write_results  # noqa: E402
 
-from streaming_asr.textmetrics import edit_distance  # noqa: E402
-
 from clients.asr_client import AsrClient, Final, Partial, run_session_tasks  # noqa: E402
 from clients.command_matcher import Command, CommandHit, normalize  # noqa: E402
 from clients.commands import CommandConfig  # noqa: E402
+from streaming_asr.textmetrics import edit_distance  # noqa: E402
 
 CACHE = Path("/tmp/streaming-asr-commands")
 RATE = 16000
@@ -536,9 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handle = None
     url = args.url
     if url is None:
-        from tests.helpers import start_server_thread
-
         from streaming_asr.config import StreamConfig
+        from tests.helpers import start_server_thread
 
         # one chunk per window, as a live (real-time) client gets: at full speed the server would
         # otherwise run catch-up windows whose size depends on timing, and results would vary run to run
@@ -585,7 +584,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Segments spanning two utterances: A {runs['A']['merged_segments']}, B {runs['B']['merged_segments']}; "
             f"command utterances split over several segments: A {metrics['all']['A']['split_commands']}, "
             f"B {metrics['all']['B']['split_commands']}. "
-            f"Hits by source (A / B): {metrics['all']['A']['hits_by_source']} / {metrics['all']['B']['hits_by_source']}. "
+            f"Hits by source (A / B): {metrics['all']['A']['hits_by_source']} / "
+            f"{metrics['all']['B']['hits_by_source']}. "
             f"Full run {time.perf_counter() - begun:.0f} s{' (--quick)' if args.quick else ''}; "
             f"regenerate with `python bench/commands.py`.",
         ]

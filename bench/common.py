@@ -8,13 +8,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import os
 import platform
+import re
 import sys
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()

@@ -27,9 +27,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import websockets
@@ -47,9 +48,10 @@ from common import (
 )
 
 sys.path.insert(0, str(REPO))
+from load import save_random_base_model  # noqa: E402
+
 from streaming_asr.audio import read_audio  # noqa: E402
 from streaming_asr.textmetrics import corpus_cer, corpus_wer  # noqa: E402
-from load import save_random_base_model  # noqa: E402
 
 CHUNK_S, STREAMS = 0.2, 4
 PRECISION = ("--precision", "int8")
@@ -290,7 +292,7 @@ def measure_delays(
                     continue
                 stop = threading.Event()
 
-                def upload_loop() -> None:
+                def upload_loop(stop: threading.Event = stop) -> None:
                     while not stop.is_set():
                         openai_file(port, upload)
                         uploads[0] += 1
@@ -383,7 +385,8 @@ def main() -> None:
         + f"\n\nPartial delay: concurrent real-time streams of {args.seconds:g} s in 0.2 s messages, "
         f"{args.rounds} interleaved rounds; the stand-in model at {STREAMS} streams, and the base-size "
         f"architecture ({' '.join(PRECISION)}) at {BASE_STREAMS}; uploads: 2 clients uploading a "
-        f"{max(r['duration_s'] for r in tts_dev_rows()):.0f} s file back to back. Added: against v1 on the same server.\n\n"
+        f"{max(r['duration_s'] for r in tts_dev_rows()):.0f} s file back to back. "
+        "Added: against v1 on the same server.\n\n"
         + markdown_table(
             lat,
             {

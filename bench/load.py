@@ -208,7 +208,7 @@ async def sample_rss(ps: psutil.Process, stop: asyncio.Event, trace: list[tuple[
             return
         try:
             await asyncio.wait_for(stop.wait(), 0.2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
@@ -408,7 +408,8 @@ async def bench(args: argparse.Namespace, model_dir: Path, log_dir: Path) -> dic
                 print(
                     f"  {server.name:42s} N={n:3d}  delay p50 {row['partial_p50_s']} p95 {row['partial_p95_s']} s"
                     f"  growth {row['lag_growth_s']}  slip {row['send_slip_p95_s']}  batch {row['mean_batch']}"
-                    f"  busy {row['model_busy_pct']}%  rss {row['server_rss_peak_mb']} MB  bg {row['background_cpu_pct']}%"
+                    f"  busy {row['model_busy_pct']}%  rss {row['server_rss_peak_mb']} MB"
+                    f"  bg {row['background_cpu_pct']}%"
                     f"  {'REAL TIME' if row['real_time'] else 'not real time'}"
                     + (f"  errors {row['errors'][:2]}" if row["errors"] else ""),
                     flush=True,

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from websockets.asyncio.client import connect
-
 from common import tts_dev_rows
+from websockets.asyncio.client import connect
 
 RATE = 16000
 FRAME_S = 0.1
@@ -116,7 +115,7 @@ async def run_client(url: str, audio: np.ndarray, delay: float, timeout_s: float
         await ws.send(json.dumps({"type": "stop"}))
         try:
             await asyncio.wait_for(receiver, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             res.errors.append(f"no close within {timeout_s:.0f} s of stop")
     return res
 

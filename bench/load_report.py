@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from common import RESULTS, markdown_table
 
 MAX_DELAY_S = 1.0  # real time: p95 partial delay at most this
@@ -119,10 +118,13 @@ def report(data: dict[str, Any], name: str) -> str:
         )
     md = (
         f"{markdown_table(data['summary'], SUMMARY_COLUMNS)}\n\n"
-        f"{info['cpu_count']} CPU cores ({info.get('cpu_model') or 'unknown CPU'}), torch {info['torch']}; native BF16: "
+        f"{info['cpu_count']} CPU cores ({info.get('cpu_model') or 'unknown CPU'}), torch {info['torch']}; "
+        "native BF16: "
         f"{'yes' if st['native_bf16'] else 'no'}. {st['audio_s_per_client']:g} s of speech per client in 100 ms "
-        f"frames; the default's geometry: chunk {st['engine']['chunk_s']:g} s, left context "
-        f"{st['engine']['left_context_s']:g} s, look-ahead {st['engine']['lookahead_s']:g} s (the previous-default rows: "
+        f"frames; the default's geometry: chunk {st['engine']['chunk_s']:g} s, "
+        "left context "
+        f"{st['engine']['left_context_s']:g} s, look-ahead {st['engine']['lookahead_s']:g} s "
+        "(the previous-default rows: "
         f"1.28 / 0.64 / 0.24). {data['definitions']}{skipped}{soak_line}\n\n"
         f"<details><summary>Every run</summary>\n\n"
         f"{markdown_table([r for rs in data['rows'].values() for r in rs], DETAIL_COLUMNS)}\n\n</details>\n\n"

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO
 
-from streaming_asr.captions import format_vtt_time as _format_vtt_time, vtt_cue
+from streaming_asr.captions import format_vtt_time as _format_vtt_time
+from streaming_asr.captions import vtt_cue
 
 from .asr_client import Final, Partial, PhraseMatch, Word
 

@@ -13,8 +13,8 @@ Times of finals are shifted to the stream's clock, across sessions.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterable, Callable
 from dataclasses import replace
-from typing import AsyncIterable, Callable
 
 from .asr_client import (
     _SAMPLE_BYTES,
@@ -63,12 +63,12 @@ class ReconnectingStream:
             await asyncio.gather(reader, return_exceptions=True)
 
     @staticmethod
-    async def _pull(chunks: AsyncIterable[bytes], queue: "asyncio.Queue[bytes | None]") -> None:
+    async def _pull(chunks: AsyncIterable[bytes], queue: asyncio.Queue[bytes | None]) -> None:
         async for chunk in chunks:
             await queue.put(chunk)
         await queue.put(None)
 
-    async def _sessions(self, source: "asyncio.Queue[bytes | None]") -> list[Final]:
+    async def _sessions(self, source: asyncio.Queue[bytes | None]) -> list[Final]:
         failures = 0
         while True:
             client = self.make_client()
@@ -89,7 +89,7 @@ class ReconnectingStream:
             finally:
                 await client.aclose()
 
-    async def _session(self, client: AsrClient, source: "asyncio.Queue[bytes | None]") -> bool:
+    async def _session(self, client: AsrClient, source: asyncio.Queue[bytes | None]) -> bool:
         """One session; True when the stream is done, False to reconnect (anything else is raised)."""
         offset = self._buffer_start_s
         sender = asyncio.ensure_future(self._send(client, source))
@@ -113,7 +113,7 @@ class ReconnectingStream:
             return False
         raise ConnectionLost(f"{error.code}: {error.message}")
 
-    async def _send(self, client: AsrClient, source: "asyncio.Queue[bytes | None]") -> None:
+    async def _send(self, client: AsrClient, source: asyncio.Queue[bytes | None]) -> None:
         if self._buffer:
             await client.send_audio(bytes(self._buffer))  # what the last session did not account for
         while not self._source_done:

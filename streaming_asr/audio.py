@@ -26,7 +26,7 @@ class PcmFormat:
     encoding: str = "pcm_s16le"
     channels: int = 1
 
-    def validate(self) -> "PcmFormat":
+    def validate(self) -> PcmFormat:
         if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int):
             raise AudioFormatError("invalid_start", f"sample_rate must be an integer, got {self.sample_rate!r}")
         if not MIN_RATE <= self.sample_rate <= MAX_RATE:

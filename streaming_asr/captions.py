@@ -6,7 +6,7 @@ file endpoint renders a whole transcript at once; both must agree on the timesta
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 MIN_CUE_S = 0.01  # a cue must end after it starts; zero-length finals get this much
 

@@ -8,7 +8,8 @@ import json
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .config import ConfigError, StreamConfig
 from .model import DEFAULT_MODEL, PRECISIONS, ModelLoadError
@@ -218,8 +219,10 @@ def _transcribe(args: argparse.Namespace, config: StreamConfig) -> int:
         if args.stream:
             push = max(1, int(args.push_ms / 1000 * model.info.sample_rate))
 
-            def on_event(_ev: object, t: float) -> None:
-                bar(t / max(1e-9, audio.size / model.info.sample_rate))
+            def on_event(
+                _ev: object, t: float, bar: Any = bar, total_s: float = audio.size / model.info.sample_rate
+            ) -> None:
+                bar(t / max(1e-9, total_s))
 
             result = transcribe_streaming(model, model.info, audio, config, push, on_event=on_event)
         else:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -28,7 +29,7 @@ class StreamConfig:
     state_refresh_s: float = 0.0  # state reuse: the newest left-context frames the transformer runs again
     lookahead_reuse: bool = False  # state reuse: the previous window's look-ahead features are not recomputed
 
-    def validate(self, limits: "StreamLimits | None" = None) -> "StreamConfig":
+    def validate(self, limits: StreamLimits | None = None) -> StreamConfig:
         lim = limits or ENGINE_LIMITS
         _check("chunk_s", self.chunk_s, lim.min_chunk_s, lim.max_chunk_s)
         _check("left_context_s", self.left_context_s, 0.0, lim.max_left_context_s)
@@ -40,7 +41,7 @@ class StreamConfig:
             raise ConfigError("max_catchup_chunks must be between 1 and 16")
         return self
 
-    def with_options(self, options: Mapping[str, Any], limits: "StreamLimits | None" = None) -> "StreamConfig":
+    def with_options(self, options: Mapping[str, Any], limits: StreamLimits | None = None) -> StreamConfig:
         """Apply client/CLI overrides (only the float fields named here), then validate."""
         allowed = {f.name for f in fields(self) if f.name not in _NOT_CLIENT_OPTIONS}
         changes: dict[str, float] = {}
@@ -102,7 +103,7 @@ class FrameGeometry:
     refresh: int = 0
 
     @classmethod
-    def of(cls, cfg: StreamConfig, frame_s: float) -> "FrameGeometry":
+    def of(cls, cfg: StreamConfig, frame_s: float) -> FrameGeometry:
         def frames(seconds: float) -> int:
             return int(round(seconds / frame_s))
 

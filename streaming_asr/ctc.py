@@ -7,8 +7,8 @@ frames straddle a seam is emitted once, and a genuine double letter (a blank bet
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -65,11 +65,11 @@ class GreedyDecoder:
             prev = tid
         self.prev_id = prev
 
-    def copy(self) -> "GreedyDecoder":
+    def copy(self) -> GreedyDecoder:
         """A copy that can decode provisional frames without touching this one."""
         return GreedyDecoder(self.blank_id, [replace(t) for t in self.tokens], self.prev_id)
 
-    def split(self, keep_from: int) -> "GreedyDecoder":
+    def split(self, keep_from: int) -> GreedyDecoder:
         """Detach tokens[keep_from:] into a new decoder that continues the stream."""
         rest = GreedyDecoder(self.blank_id, self.tokens[keep_from:], self.prev_id)
         self.tokens = self.tokens[:keep_from]

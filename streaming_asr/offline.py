@@ -8,8 +8,9 @@ stride_length_s=5)`, stitched frame-exactly. Segments come from the same endpoin
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

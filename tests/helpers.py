@@ -6,7 +6,7 @@ import asyncio
 import sys
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,14 @@ def espeak_rows(max_duration: float = 6.0) -> list[dict[str, Any]]:
     return [r for r in tts_dev_rows() if r["voice"].startswith("espeak") and r["duration_s"] <= max_duration]
 
 
-@lru_cache(maxsize=None)
+@cache
 def standin_model():  # type: ignore[no-untyped-def]
     from streaming_asr.model import CtcModel
 
     return CtcModel.load(str(STANDIN_MODEL), device="cpu")
 
 
-@lru_cache(maxsize=None)
+@cache
 def tiny_model():  # type: ignore[no-untyped-def]
     from streaming_asr.model import CtcModel, tiny_config
 
@@ -100,7 +100,7 @@ def start_server_thread(model: str = "standin", forward: Any = None, **settings:
     return ServerHandle(server.port, thread, loop, server)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _espeak_offline(count: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """References and the stand-in's offline texts of the first `count` short espeak files (computed once)."""
     from streaming_asr.audio import read_audio

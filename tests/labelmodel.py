@@ -7,7 +7,7 @@ offline frame sequence exactly; the real encoder is not frame-local, so this iso
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
-
 from helpers import ServerHandle, cer, tts_dev_rows
 
 CHROMIUM = Path(os.environ.get("STREAMING_ASR_CHROMIUM", "/usr/bin/chromium"))

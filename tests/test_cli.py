@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from helpers import STANDIN_MODEL, cer, espeak_rows
 
 pytestmark = pytest.mark.standin

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers import STANDIN_MODEL
+
 from streaming_asr.cli import build_parser
 from streaming_asr.logformat import JsonFormatter
 from streaming_asr.server.options import describe, layer_defaults

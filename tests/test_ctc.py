@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streaming_asr.ctc import GreedyDecoder, decode_greedy, tokens_to_words, words_text
 from streaming_asr.model import default_vocab

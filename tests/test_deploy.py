@@ -11,13 +11,13 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import websockets
-
 from helpers import REPO, start_server_thread
 from test_server import drain, start
 

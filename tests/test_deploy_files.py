@@ -8,8 +8,8 @@ import urllib.request
 from typing import Any
 
 import yaml
-
 from helpers import REPO
+
 from streaming_asr.cli import build_parser
 
 DEPLOY = REPO / "deploy"

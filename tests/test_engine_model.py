@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import numpy as np
-import soundfile as sf
 import pytest
-
+import soundfile as sf
 from helpers import cer, espeak_corpus, espeak_rows, standin_model, tiny_model, wer
+
 from streaming_asr.audio import AudioInput, PcmFormat, read_audio, resample
 from streaming_asr.config import StreamConfig
 from streaming_asr.events import Final

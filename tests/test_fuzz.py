@@ -16,7 +16,6 @@ import pytest
 import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from test_server import recv_json
 
 FIELDS = (

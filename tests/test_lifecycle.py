@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 import websockets
+from helpers import STANDIN_MODEL, tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from helpers import STANDIN_MODEL, tiny_model
 from test_server import drain, keep_sending, recv_json, start
 
 ENDINGS = ("stop", "disconnect", "shutdown", "timeout")

@@ -13,7 +13,6 @@ from collections import Counter
 from typing import Any
 
 import websockets
-
 from test_server import drain, start
 
 

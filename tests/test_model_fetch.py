@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers import STANDIN_MODEL, TTS_DEV
+
 from streaming_asr.model import hub
 from streaming_asr.model.info import ModelLoadError
 

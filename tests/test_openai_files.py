@@ -15,17 +15,18 @@ import math
 import re
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import numpy as np
 import openai
 import pytest
 import soundfile as sf
-
 from helpers import ServerHandle, standin_model, start_server_thread, tiny_model, tts_dev_rows
+
 from streaming_asr.audio import read_audio
 from streaming_asr.config import SERVE_DEFAULT
 from streaming_asr.model.runtime import WorkerPlan

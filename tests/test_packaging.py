@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, STANDIN_MODEL
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
-
 from helpers import cer, espeak_corpus, tiny_model, wer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from streaming_asr.config import StreamConfig
 from streaming_asr.events import Final
 from streaming_asr.model import CtcModel, ReuseInput, batch_key, tiny_config

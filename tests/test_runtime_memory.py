@@ -7,13 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import tiny_model
 
 from streaming_asr.config import SERVE_DEFAULT
 from streaming_asr.model import CtcModel, tiny_config
 from streaming_asr.model.runtime import KERNEL_CACHE_CAPACITY, HeapTrimmer, bound_kernel_caches
 from streaming_asr.session import StreamingSession
-
-from helpers import tiny_model
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 import websockets
+from helpers import cer, espeak_rows, standin_model, wer
 from websockets.exceptions import InvalidStatus
 
-from helpers import cer, espeak_rows, standin_model, wer
 from streaming_asr.audio import read_audio
 from streaming_asr.offline import transcribe_offline
 
@@ -246,11 +246,15 @@ async def test_session_limit_refuses_cleanly(server_factory: Any) -> None:
     server = server_factory("tiny", max_sessions=1)
     async with websockets.connect(server.ws_url) as first:
         await start(first)
-        async with websockets.connect(server.ws_url) as second:
-            err = await recv_json(second)
-            assert err["code"] == "server_full" and err["fatal"]
-            await drain(second)
-            assert second.close_code == 1013
+        with pytest.raises(websockets.InvalidStatus) as refused:  # before the upgrade: a balancer can retry
+            await websockets.connect(server.ws_url)
+        response = refused.value.response
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+        assert json.loads(response.body)["error"] == "server_full"
+        ready = urllib.request.Request(server.http_url + "/health/ready")
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(ready)
+        assert json.loads(not_ready.value.read())["reason"] == "full"
         health = json.loads(urllib.request.urlopen(server.http_url + "/health").read())
         assert health["sessions"] == 1 and health["max_sessions"] == 1
 

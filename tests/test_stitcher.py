@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
-
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from labelmodel import INFO, label_audio, label_forward
+
 from streaming_asr.config import StreamConfig
 from streaming_asr.events import Final, Partial
 from streaming_asr.session import StreamingSession

@@ -7,8 +7,8 @@ precision is one setting (:mod:`.precision`); reuse windows go through :mod:`.re
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class CtcModel:
         threads: int | None = None,
         precision: str = "fp32",
         quantize: bool = False,
-    ) -> "CtcModel":
+    ) -> CtcModel:
         """Load from a hub id or a local directory; device 'auto' picks cuda when present.
 
         `precision`: fp32 (the library default: exact), bf16, fp16, int8 (dynamic quantisation of the
@@ -95,7 +95,7 @@ class CtcModel:
     @classmethod
     def from_config(
         cls, config: object, name: str = "random", seed: int = 0, quantize: bool = False, precision: str = "fp32"
-    ) -> "CtcModel":
+    ) -> CtcModel:
         """A randomly initialised model (tests, speed benchmarks of the real architecture)."""
         import torch
         from transformers import Wav2Vec2ForCTC
@@ -137,7 +137,7 @@ class CtcModel:
     @property
     def supports_reuse(self) -> bool:
         try:
-            self.reuse
+            _ = self.reuse
         except ModelLoadError:
             return False
         return True

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .info import ModelLoadError
 

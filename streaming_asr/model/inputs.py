@@ -10,13 +10,15 @@ Three kinds of window input, one per streaming variant:
   frames go through the transformer; cached keys/values of the left-context frames are attended to.
 
 Reuse outputs come back with a :class:`FrameCache` of the new frames (with state reuse, of the
-refreshed frames too), which the session keeps for the next window. The engine treats the cache as opaque: it only slices and joins it by frame.
+refreshed frames too), which the session keeps for the next window. The engine treats the cache as opaque:
+it only slices and joins it by frame.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,12 +43,12 @@ class FrameCache:
     def nbytes(self) -> int:
         return int(self.data.numel() * self.data.element_size())
 
-    def take(self, start: int, end: int) -> "FrameCache":
+    def take(self, start: int, end: int) -> FrameCache:
         """Frames [start, end) (a copy, so the source window's buffers can be freed)."""
         return FrameCache(self.data[:, start:end].clone())
 
     @staticmethod
-    def join(pieces: "Sequence[tuple[FrameCache, int, int]]") -> "FrameCache":
+    def join(pieces: Sequence[tuple[FrameCache, int, int]]) -> FrameCache:
         """Frames [start, end) of each piece, in order, in one new allocation (no intermediate copies)."""
         import torch
 

@@ -24,7 +24,8 @@ model's own modules (so any precision the model was put in applies):
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

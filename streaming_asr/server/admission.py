@@ -13,8 +13,9 @@ geometry's cost (a 0.1 s chunk with long context and look-ahead costs hundreds o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..config import FrameGeometry, StreamConfig
 

@@ -22,10 +22,9 @@ from .. import PROTOCOL_VERSION, __version__
 from ..batcher import Batcher, ForwardFn
 from ..model import ModelInfo
 from ..session import StreamingSession
-from .admission import Admission
 from . import handshake
+from .admission import Admission
 from .connection import WsConnection
-from .metrics import Metrics
 from .http import (
     MAX_LINE_BYTES,
     STREAM_PATH,
@@ -36,8 +35,10 @@ from .http import (
     json_response,
     origin_ok,
     page,
+    tls_context,
     token_ok,
 )
+from .metrics import Metrics
 from .settings import ServerSettings
 from .transcriptions import Transcriptions
 from .wire import CLOSE_GOING_AWAY, CLOSE_TRY_LATER
@@ -204,7 +205,7 @@ class AsrServer:
                 break
             try:
                 await asyncio.wait_for(self._drain_cut.wait(), min(0.1, left))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         await self.stop()
 
@@ -261,11 +262,10 @@ class AsrServer:
 
     async def _ready(self, request: web.Request) -> web.Response:
         """Readiness: 200 while new sessions are welcome; 503 with the reason while draining or full."""
-        s = self.settings
         reason = None
         if self.draining:
             reason = "draining"
-        elif len(self.connections) >= s.max_sessions or not self.ctx.admission.has_room():
+        elif self._full() is not None:
             reason = "full"
         if reason:
             return json_response(503, {"ready": False, "reason": reason}, {"Retry-After": str(RETRY_AFTER_S)})
@@ -318,6 +318,13 @@ class AsrServer:
             return error_response(
                 403, "forbidden_origin", "this Origin may not open sessions here (see --allowed-origins)"
             )
+        full = self._full()
+        if (
+            full is not None
+        ):  # also before the upgrade: a balancer retries another replica (the page asks /health/ready)
+            self.metrics.refused.labels("server_full").inc()
+            log.warning("handshake refused: %s", full)
+            return error_response(503, "server_full", full, {"Retry-After": str(RETRY_AFTER_S)})
         codec = hs.codec
         ws = web.WebSocketResponse(
             autoping=False,
@@ -351,10 +358,23 @@ class AsrServer:
             self.connections.discard(conn)
         return ws
 
-    def _refusal(self) -> tuple[str, str, int] | None:
+    def _full(self) -> str | None:
+        """Why one more session would not fit now (the cap, unstarted connections, capacity), or None."""
         s = self.settings
+        if len(self.connections) >= s.max_sessions:
+            return f"server is at its limit of {s.max_sessions} sessions; try again later"
+        unstarted = sum(1 for c in self.connections if not c.driver.started)
+        if unstarted >= s.max_unstarted:
+            return f"too many connections ({unstarted}) have not sent 'start'; try again later"
+        if not self.ctx.admission.has_room():
+            return self.ctx.admission.refusal()
+        return None
+
+    def _refusal(self) -> tuple[str, str, int] | None:
+        """After the upgrade (handshakes racing past `_full`): refused in the protocol's own words."""
         if self._stopping:
             return "shutting_down", "server is stopping", CLOSE_GOING_AWAY
+        s = self.settings
         if len(self.connections) >= s.max_sessions:
             log.warning("session refused: server full (%d connections)", len(self.connections))
             return (
@@ -371,12 +391,3 @@ class AsrServer:
                 CLOSE_TRY_LATER,
             )
         return None
-
-
-def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    """--tls-cert/--tls-key: TLS on the same port (a bad file fails at start-up, not per client)."""
-    if not cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context

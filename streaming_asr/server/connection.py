@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
@@ -55,7 +56,7 @@ _GONE = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 class WsConnection:
     """Reader loop, deadline-bounded sends and the one conclusion of a connection."""
 
-    def __init__(self, ctx: "ServerContext", ws: web.WebSocketResponse, request: web.Request, codec: Codec) -> None:
+    def __init__(self, ctx: ServerContext, ws: web.WebSocketResponse, request: web.Request, codec: Codec) -> None:
         self.ctx, self.ws, self.request, self.codec = ctx, ws, request, codec
         self.settings = ctx.settings
         self.idle_timeout_s = codec.idle_timeout_s or ctx.settings.idle_timeout_s
@@ -91,7 +92,7 @@ class WsConnection:
             d.finish(self.peer.dead or "disconnect")
             try:
                 await asyncio.wait_for(d.wait_done(), timeout=60)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 d.cancel()
             if not self.ws.closed:
                 slow = self.peer.dead == "slow_consumer"
@@ -146,7 +147,7 @@ class WsConnection:
         self.driver.finish("shutdown")
         try:
             await asyncio.wait_for(self.driver.wait_done(), compute_budget_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.driver.cancel()
         await self._conclude(
             "shutdown",
@@ -196,7 +197,7 @@ class WsConnection:
                     return await self._timed_out(kind)
                 try:
                     msg = await self.ws.receive(timeout=wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 if msg.type in _GONE:
                     if not self._concluding:  # not our own close handshake: the peer left or broke the protocol
@@ -209,7 +210,7 @@ class WsConnection:
                     self.last_pong = now
                     continue
                 if msg.type == WSMsgType.PING:  # answered, but a keepalive is not activity
-                    await self.peer.send(lambda: self.ws.pong(msg.data))
+                    await self.peer.send(lambda data=msg.data: self.ws.pong(data))
                     continue
                 self.last_in = now
                 commands = (

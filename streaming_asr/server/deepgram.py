@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .. import __version__
@@ -63,7 +63,7 @@ class DeepgramCodec:
         self.idle_timeout_s = min(IDLE_TIMEOUT_S, idle_timeout_s)
         self.max_message_bytes = max_message_bytes
         self.request_id = request_id
-        self.created = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self.created = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         self.meta = {
             "request_id": request_id,
             "model_info": {"name": model_name, "version": __version__, "arch": "wav2vec2-ctc"},

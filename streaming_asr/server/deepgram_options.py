@@ -10,8 +10,8 @@ multichannel, redact, ...).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 from ..audio import PcmFormat
 from .wire import Start

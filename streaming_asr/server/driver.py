@@ -15,8 +15,9 @@ import json
 import logging
 import secrets
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ Send = Callable[[Outgoing], Awaitable[None]]
 class SessionDriver:
     """Audio in, windows to the batcher, events out, for one connection (see module docstring)."""
 
-    def __init__(self, ctx: "ServerContext", send: Send, protocol: str = "v1") -> None:
+    def __init__(self, ctx: ServerContext, send: Send, protocol: str = "v1") -> None:
         self.ctx = ctx
         self.settings = ctx.settings
         self.send = send

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -41,7 +42,7 @@ class Handshake:
 Shake = Callable[[web.Request, "ServerContext"], "Handshake"]
 
 
-def v1(request: web.Request, ctx: "ServerContext") -> Handshake:
+def v1(request: web.Request, ctx: ServerContext) -> Handshake:
     s = ctx.settings
     if not token_ok(request, s.token):
         log.info("handshake refused: bad or missing token from %s", request.remote)
@@ -51,7 +52,7 @@ def v1(request: web.Request, ctx: "ServerContext") -> Handshake:
     return Handshake(ProtocolV1(s.max_message_bytes), authorized=bool(s.token))
 
 
-def vosk(request: web.Request, ctx: "ServerContext") -> Handshake:
+def vosk(request: web.Request, ctx: ServerContext) -> Handshake:
     """vosk clients have no authentication: with --token they must add ?token= to the URL."""
     s = ctx.settings
     if not token_ok(request, s.token):
@@ -60,7 +61,7 @@ def vosk(request: web.Request, ctx: "ServerContext") -> Handshake:
     return Handshake(VoskCodec(s.vosk_sample_rate, s.max_message_bytes), authorized=bool(s.token))
 
 
-def deepgram(request: web.Request, ctx: "ServerContext") -> Handshake:
+def deepgram(request: web.Request, ctx: ServerContext) -> Handshake:
     """Deepgram's credentials (Authorization: Token/Bearer, or the browser's `token, KEY`
     subprotocol), its query options, and its error bodies (`err_code`, `err_msg`, `request_id`)."""
     s = ctx.settings

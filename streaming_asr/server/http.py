@@ -12,8 +12,10 @@ import hmac
 import json
 import logging
 import mimetypes
+import ssl
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -147,3 +149,12 @@ def add_routes(app: web.Application, routes: list[tuple[str, str, Handler]]) -> 
             app.router.add_get(path, handler, allow_head=True)
         else:
             app.router.add_route(method, path, handler)
+
+
+def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """--tls-cert/--tls-key: TLS on the same port (a bad file fails at start-up, not per client)."""
+    if not cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context

@@ -7,7 +7,7 @@ v1, Deepgram and vosk alike; RTF is `rate(model_compute_seconds_total) / rate(au
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST

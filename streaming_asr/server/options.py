@@ -13,7 +13,8 @@ import argparse
 import json
 import os
 import tomllib
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 ENV_PREFIX = "STREAMING_ASR_"
 SECRETS = ("token", "metrics_token")

@@ -12,15 +12,15 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 from ..batcher import ForwardFn
 from ..config import StreamConfig
 from ..model import CtcModel, ModelInfo
 from ..model.runtime import plan_workers
-from .app import AsrServer, tls_context
-from .http import STREAM_PATH
+from .app import AsrServer
+from .http import STREAM_PATH, tls_context
 from .loading import LoadingPlaceholder
 from .settings import ServerSettings, settings_from_args
 

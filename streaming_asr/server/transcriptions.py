@@ -26,8 +26,9 @@ import asyncio
 import io
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from aiohttp import BodyPartReader, web
@@ -215,10 +216,10 @@ async def read_form(request: web.Request, limit: int, opts: Options, idle_s: flo
             try:
                 text = value.decode("utf-8")
             except UnicodeDecodeError:
-                raise ApiError(400, f"form field {name[:40]!r} is not UTF-8 text", "invalid_value", name[:40])
+                raise ApiError(400, f"form field {name[:40]!r} is not UTF-8 text", "invalid_value", name[:40]) from None
             opts.set(name, text)
     except (ValueError, ConnectionError, EOFError, HttpProcessingError) as exc:
-        raise ApiError(400, f"malformed multipart/form-data body ({str(exc)[:100]})", "invalid_request")
+        raise ApiError(400, f"malformed multipart/form-data body ({str(exc)[:100]})", "invalid_request") from exc
     if data is None:
         raise ApiError(
             400, "missing required parameter: 'file' (the audio to transcribe)", "missing_required_parameter", "file"
@@ -244,7 +245,7 @@ async def _read_part(
 async def _idle(read: Awaitable[T], idle_s: float) -> T:
     try:
         return await asyncio.wait_for(read, idle_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ApiError(408, f"the upload stalled: no data for {idle_s:g} s", "timeout") from None
 
 
@@ -280,7 +281,7 @@ def decode_audio(data: bytes, model_rate: int, max_s: float) -> Decoded:
             f"and the other formats libsndfile reads): {_reason(exc)}",
             "invalid_audio",
             "file",
-        )
+        ) from exc
     if not frames:
         raise ApiError(400, "the file holds no audio samples", "empty_file", "file")
     pieces.append(resampler.process(np.zeros(0, dtype=np.float32), last=True))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 from ..audio import PcmFormat
 from ..events import Final, Partial
@@ -74,7 +74,7 @@ class Invalid:
     fatal: bool = False  # the connection cannot go on (close 1008)
 
 
-Command = Union[Start, Audio, Finalize, Stop, Reply, Answer, Invalid]
+Command = Start | Audio | Finalize | Stop | Reply | Answer | Invalid
 
 
 def decode_json_text(data: bytes | str, max_bytes: int, fatal: bool = False) -> Any:
@@ -122,7 +122,7 @@ class Failure:
     close_code: int = 1008
 
 
-Outgoing = Union[Ready, Partial, Final, Closed, Failure]
+Outgoing = Ready | Partial | Final | Closed | Failure
 
 
 class Codec(Protocol):

@@ -347,7 +347,21 @@ async function explainRefusedHandshake() {
     finishStop();
     return;
   }
-  if (status === 401 || status === 403) {
+  let busy = "";
+  if (status === 200) {
+    // the token is fine: a full or draining server answers the handshake with 503; readiness says which
+    try {
+      const ready = await fetch("/health/ready", { cache: "no-store" });
+      if (ready.status === 503) busy = (await ready.json()).reason || "";
+    } catch {
+      busy = "";
+    }
+  }
+  if (busy === "full") {
+    scheduleRetry("The server is full: every captioning session is in use. Trying again shortly; your transcript is kept.", "server_full");
+  } else if (busy === "draining") {
+    scheduleRetry("The server is restarting. Captions resume when it is back; your transcript is kept.", "server_restarting");
+  } else if (status === 401 || status === 403) {
     const text = token
       ? "The server refused the access token. Check it and press Start again."
       : "This server needs an access token. Enter it above and press Start again.";
