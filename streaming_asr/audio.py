@@ -72,7 +72,8 @@ def decode_pcm(data: bytes, fmt: PcmFormat) -> np.ndarray:
     if fmt.encoding == "pcm_f32le":
         audio = np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0)
         np.clip(audio, -1.0, 1.0, out=audio)
-    return audio
+    out: np.ndarray = audio
+    return out
 
 
 def _mulaw_table() -> np.ndarray:
@@ -107,7 +108,8 @@ class StreamResampler:
     def process(self, audio: np.ndarray, last: bool = False) -> np.ndarray:
         if self._stream is None:
             return audio.astype(np.float32, copy=False)
-        return self._stream.resample_chunk(audio.astype(np.float32, copy=False), last=last)
+        out: np.ndarray = self._stream.resample_chunk(audio.astype(np.float32, copy=False), last=last)
+        return out
 
 
 class AudioInput:
@@ -138,7 +140,8 @@ def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
         return audio.astype(np.float32, copy=False)
     import soxr
 
-    return soxr.resample(audio.astype(np.float32, copy=False), in_rate, out_rate, quality="HQ").astype(np.float32)
+    out: np.ndarray = soxr.resample(audio.astype(np.float32, copy=False), in_rate, out_rate, quality="HQ")
+    return out.astype(np.float32)
 
 
 def read_audio(path: str | Path, target_rate: int | None = None) -> tuple[np.ndarray, int]:

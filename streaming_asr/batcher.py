@@ -211,7 +211,8 @@ class Batcher:
         if lead is None:
             return []
         key = batch_key(lead.item)
-        batch, rest = [], []
+        batch: list[_Request] = []
+        rest: list[_Request] = []
         for r in self._pending:
             take = r.background == background and batch_key(r.item) == key and len(batch) < self.max_batch
             (batch if take else rest).append(r)

@@ -163,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "serve" in argv:
         from .server.options import layer_defaults
 
-        serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+        subcommands: Any = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+        serve = subcommands["serve"]
         sources = layer_defaults(serve, argv[argv.index("serve") + 1 :])
     args = parser.parse_args(argv)
     logging.basicConfig(

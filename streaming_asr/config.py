@@ -44,7 +44,7 @@ class StreamConfig:
     def with_options(self, options: Mapping[str, Any], limits: StreamLimits | None = None) -> StreamConfig:
         """Apply client/CLI overrides (only the float fields named here), then validate."""
         allowed = {f.name for f in fields(self) if f.name not in _NOT_CLIENT_OPTIONS}
-        changes: dict[str, float] = {}
+        changes: dict[str, Any] = {}
         for key, value in options.items():
             if key not in allowed or value is None:
                 continue

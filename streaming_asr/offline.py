@@ -112,7 +112,8 @@ async def transcribe_offline_async(
     run: OfflineRun = await step(OfflineRun, info, audio, endpoint_silence_s, window_s)
     while (win := await step(run.next_window)) is not None:
         await step(run.accept, win, await infer(win.model_input))
-    return await step(run.transcript)
+    transcript: Transcript = await step(run.transcript)
+    return transcript
 
 
 async def _inline(fn: Callable[..., Any], *args: Any) -> Any:

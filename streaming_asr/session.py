@@ -126,7 +126,7 @@ class StreamingSession:
         letters = [
             not (t.startswith("<") and t.endswith(">")) and i != info.delimiter_id for i, t in enumerate(info.vocab)
         ]
-        self._is_letter = lambda tid: letters[tid]
+        self._is_letter: Callable[[int], bool] = lambda tid: letters[tid]
 
     # ----------------------------------------------------------------- input
     def push(self, samples: np.ndarray) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from .info import DEFAULT_MODEL, ModelInfo, ModelLoadError, info_from, info_from
 from .inputs import ModelInput, ModelOutput, ReuseInput, batch_key
 from .precision import PrecisionError, apply_precision, resolve_precision, torch_dtype
 from .runtime import HeapTrimmer, bound_kernel_caches
+
+if TYPE_CHECKING:
+    from .reuse import ReuseForward
 
 
 def _is_local(name: str) -> bool:
@@ -31,7 +35,7 @@ class CtcModel:
     GroupNorm spans the whole input, so zero padding would change the result.
     """
 
-    def __init__(self, model: object, info: ModelInfo, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(self, model: Any, info: ModelInfo, device: str = "cpu", precision: str = "fp32") -> None:
         import torch
 
         bound_kernel_caches()  # before any forward: RSS must not grow with every flush-window length
@@ -41,7 +45,7 @@ class CtcModel:
         self.device = device
         self.precision = precision
         self.dtype = torch_dtype(precision)
-        self._reuse: object | None = None
+        self._reuse: ReuseForward | None = None
         self.heap = HeapTrimmer()  # freed forward memory goes back to the OS every ~30 s (runtime.py)
 
     @classmethod
@@ -75,7 +79,7 @@ class CtcModel:
         path = str(Path(name).expanduser()) if local else name
         try:
             if local:
-                processor = AutoProcessor.from_pretrained(path)
+                processor = AutoProcessor.from_pretrained(path)  # type: ignore[no-untyped-call]
                 model = AutoModelForCTC.from_pretrained(path)
             else:  # the cache first, then one probe of the hub: fail in seconds when it is unreachable
                 processor = load_from_hub(name, AutoProcessor.from_pretrained)
@@ -94,7 +98,7 @@ class CtcModel:
 
     @classmethod
     def from_config(
-        cls, config: object, name: str = "random", seed: int = 0, quantize: bool = False, precision: str = "fp32"
+        cls, config: Any, name: str = "random", seed: int = 0, quantize: bool = False, precision: str = "fp32"
     ) -> CtcModel:
         """A randomly initialised model (tests, speed benchmarks of the real architecture)."""
         import torch
@@ -102,10 +106,10 @@ class CtcModel:
 
         torch.manual_seed(seed)
         precision = resolve_precision("int8" if quantize else precision, "cpu")
-        model = apply_precision(Wav2Vec2ForCTC(config).eval(), precision)
+        model = apply_precision(Wav2Vec2ForCTC(config).eval(), precision)  # type: ignore[no-untyped-call]
         return cls(model, info_from_config(config, name), precision=precision)
 
-    def __call__(self, windows: Sequence[ModelInput]) -> list[ModelOutput]:  # type: ignore[override]
+    def __call__(self, windows: Sequence[ModelInput]) -> list[ModelOutput]:
         """Same-key windows in (see inputs.batch_key); log-probs (frames, vocab) out, with a cache for reuse inputs."""
         if not windows:
             return []
@@ -113,11 +117,12 @@ class CtcModel:
         if len(keys) != 1:
             raise ValueError(f"windows in one batch must share a batch key, got {sorted(keys)}")
         if isinstance(windows[0], ReuseInput):
-            outs = self.reuse(windows)
+            outs: list[ModelOutput] = list(self.reuse(cast(Sequence[ReuseInput], windows)))
             self.heap.maybe_trim()
-            return outs  # type: ignore[no-any-return]
+            return outs
         torch = self.torch
-        batch = torch.from_numpy(np.stack(windows).astype(np.float32)).to(self.device, self.dtype)
+        arrays = cast(Sequence[np.ndarray], windows)  # one batch key: all plain windows
+        batch = torch.from_numpy(np.stack(arrays).astype(np.float32)).to(self.device, self.dtype)
         with torch.inference_mode():
             logits = self.model(batch).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
@@ -126,7 +131,7 @@ class CtcModel:
         return [out[i] for i in range(out.shape[0])]
 
     @property
-    def reuse(self):  # type: ignore[no-untyped-def]
+    def reuse(self) -> ReuseForward:
         """The reuse-path forward (built on first use; raises ModelLoadError for unsupported models)."""
         if self._reuse is None:
             from .reuse import ReuseForward

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,8 @@ class ModelInfo:
         audio = audio.astype(np.float32, copy=False)
         if not self.do_normalize or audio.size == 0:
             return audio
-        return ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
+        out: np.ndarray = ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
+        return out
 
 
 def default_vocab(size: int) -> tuple[str, ...]:
@@ -111,7 +113,7 @@ def default_vocab(size: int) -> tuple[str, ...]:
     return tuple(base[:size])
 
 
-def info_from(config: object, processor: object, name: str) -> ModelInfo:
+def info_from(config: Any, processor: Any, name: str) -> ModelInfo:
     """Read the engine's facts from a transformers config and processor."""
     tokenizer = getattr(processor, "tokenizer", processor)
     extractor = getattr(processor, "feature_extractor", processor)
@@ -134,7 +136,7 @@ def info_from(config: object, processor: object, name: str) -> ModelInfo:
     )
 
 
-def info_from_config(config: object, name: str) -> ModelInfo:
+def info_from_config(config: Any, name: str) -> ModelInfo:
     """ModelInfo of a randomly initialised model (no processor files): base-960h's vocabulary."""
     vocab = default_vocab(config.vocab_size)
     return ModelInfo(
@@ -149,11 +151,11 @@ def info_from_config(config: object, name: str) -> ModelInfo:
     )
 
 
-def tiny_config(**overrides: object) -> object:
+def tiny_config(**overrides: Any) -> Any:
     """A very small wav2vec2 config with base-960h's frame geometry (plumbing tests)."""
     from transformers import Wav2Vec2Config
 
-    settings: dict[str, object] = dict(
+    settings: dict[str, Any] = dict(
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import platform
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
@@ -55,7 +56,7 @@ def resolve_precision(requested: str, device: str, flags: frozenset[str] | None 
     return requested
 
 
-def apply_precision(model: object, precision: str) -> object:
+def apply_precision(model: Any, precision: str) -> Any:
     """Put `model` (already on its device, eval mode) into `precision`; returns the model to use."""
     import torch
 
@@ -75,7 +76,7 @@ def torch_dtype(precision: str) -> object:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
-def quantize_int8(model: object) -> object:
+def quantize_int8(model: Any) -> Any:
     """Dynamic int8 quantisation of every Linear layer (weights int8, activations quantised on the fly)."""
     import warnings
 
@@ -83,4 +84,5 @@ def quantize_int8(model: object) -> object:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notice
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        quantize: Any = torch.ao.quantization.quantize_dynamic  # untyped in torch
+        return quantize(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)

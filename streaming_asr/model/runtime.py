@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def bound_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> None:
         os.environ["LRU_CACHE_CAPACITY"] = str(max(1, int(capacity)))
 
 
-def _libc_malloc_trim():  # type: ignore[no-untyped-def]
+def _libc_malloc_trim() -> Any:
     import ctypes
     import ctypes.util
 

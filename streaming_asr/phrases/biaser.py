@@ -211,8 +211,8 @@ class PhraseBiaser(PhraseFinder):
                     # Also keep the best prefixes ranked without pending bonus, so a long partial
                     # match cannot crowd the true continuation out of the beam; the final
                     # comparison (committed bonus only) then decides fairly.
-                    keep = set(keep).union(
-                        heapq.nlargest(reserve, acoustic, key=lambda p: acoustic[p] + p_committed[p])
+                    keep = list(
+                        set(keep).union(heapq.nlargest(reserve, acoustic, key=lambda p: acoustic[p] + p_committed[p]))
                     )
                 beam = {pid: nxt[pid] for pid in keep}
             else:

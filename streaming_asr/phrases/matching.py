@@ -43,6 +43,18 @@ class PhraseMatch:
 class PhraseFinder:
     """`find`: which of the session's phrases a decoded segment contains (mixed into PhraseBiaser)."""
 
+    # the phrase tables PhraseBiaser builds (declared here for the type checker)
+    phrases: list[tuple[str, list[str]]]
+    min_score: float
+    _alphabet: dict[str, int]
+    _targets: list[str]
+    _char_cols: dict[str, int]
+    _target_k: np.ndarray
+    _target_len: np.ndarray
+    _target_counts: np.ndarray
+    _peq: np.ndarray
+    _target_min_long: np.ndarray
+
     def find(self, words: Sequence[tuple[str, int, int, float]]) -> list[PhraseMatch]:
         """Phrases present in a decoded segment's ``words`` (word, start_frame, end_frame,
         confidence): fuzzy (character edit-distance similarity over word windows), non-overlapping,
@@ -279,7 +291,8 @@ def _small_int_argsort(values: np.ndarray, descending: bool = False) -> np.ndarr
 def _popcount(x: np.ndarray) -> np.ndarray:
     """Set bits per element of an unsigned integer array."""
     if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-        return np.bitwise_count(x).astype(np.int64)
+        counts: np.ndarray = np.bitwise_count(x).astype(np.int64)
+        return counts
     x = x.astype(np.uint64)
     out = np.zeros(x.shape, dtype=np.int64)
     for shift in range(0, 64, 8):

@@ -186,7 +186,8 @@ class AsrServer:
     @property
     def port(self) -> int:
         assert self._site is not None and self._site._server is not None
-        return self._site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        server: Any = self._site._server  # asyncio.Server (typed as AbstractServer)
+        return int(server.sockets[0].getsockname()[1])
 
     @property
     def draining(self) -> bool:

@@ -16,6 +16,7 @@ Exactly one path concludes a connection (stop, fatal error, timeout or shutdown)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -210,7 +211,7 @@ class WsConnection:
                     self.last_pong = now
                     continue
                 if msg.type == WSMsgType.PING:  # answered, but a keepalive is not activity
-                    await self.peer.send(lambda data=msg.data: self.ws.pong(data))
+                    await self.peer.send(functools.partial(self.ws.pong, msg.data))
                     continue
                 self.last_in = now
                 commands = (

@@ -94,8 +94,8 @@ def _convert(parser: argparse.ArgumentParser, action: argparse.Action, raw: Any,
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         text = str(raw).strip().lower()
         if isinstance(raw, bool) or text in TRUE + FALSE:
-            value = raw if isinstance(raw, bool) else text in TRUE
-            return value if isinstance(action, argparse._StoreTrueAction) else not value
+            flag = raw if isinstance(raw, bool) else text in TRUE
+            return flag if isinstance(action, argparse._StoreTrueAction) else not flag
         parser.error(f"{where}: expected true or false, got {raw!r}")
     if isinstance(raw, bool):
         raw = "on" if raw else "off"  # TOML booleans for on|off flags

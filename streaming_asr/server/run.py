@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from ..batcher import ForwardFn
 from ..config import StreamConfig
@@ -69,10 +70,10 @@ async def _serve(args: argparse.Namespace, config: StreamConfig) -> int:
     await placeholder.start()
     log.info("port %d open while the model loads (readiness: loading)", placeholder.port)
     loop = asyncio.get_running_loop()
-    loading = loop.run_in_executor(
+    loading: asyncio.Future[CtcModel] = loop.run_in_executor(
         None, lambda: CtcModel.load(args.model, device=args.device, precision=model_precision(args))
     )
-    stopped = asyncio.ensure_future(signals.stop.wait())
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(signals.stop.wait())
     try:
         await asyncio.wait({loading, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if signals.stop.is_set():
