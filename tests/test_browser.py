@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import ServerHandle, cer, tts_dev_rows
+from helpers import ServerHandle, cer, sounds_like, tts_dev_rows
 
 CHROMIUM = Path(os.environ.get("STREAMING_ASR_CHROMIUM", "/usr/bin/chromium"))
 CLIP_ID = "dev-0020"  # espeak: the stand-in model gets most of it ("THE NOIS OF SOMETHING DROPING ...")
@@ -106,16 +106,18 @@ class PageProbe:
 
 
 @pytest.fixture()
-def open_page(browser: Any) -> Iterator[Callable[[str], PageProbe]]:
+def open_page(browser: Any) -> Iterator[Callable[..., PageProbe]]:
     """Open the page served at a URL in a fresh browser context; contexts are closed after the test."""
     contexts: list[Any] = []
     probes: list[PageProbe] = []
 
-    def open_(url: str) -> PageProbe:
+    def open_(url: str, **options: Any) -> PageProbe:
+        """`options` go to the browser context, e.g. ignore_https_errors=True for a self-signed certificate."""
         context = browser.new_context(
             viewport={"width": 1000, "height": 640},
             accept_downloads=True,
             permissions=["clipboard-read", "clipboard-write"],
+            **options,
         )
         contexts.append(context)
         probe = PageProbe(context.new_page())
@@ -246,6 +248,33 @@ def test_live_captions_from_the_microphone(
     _stop(probe)
     assert page.is_enabled("#start") and page.is_disabled("#stop")
     assert probe.lines()[: len(finals)] == finals  # stopping keeps the transcript
+
+
+def test_live_captions_over_https_and_wss(
+    server_factory: Callable[..., ServerHandle],
+    certificate: tuple[Path, Path],
+    clip: dict[str, Any],
+    open_page: Callable[..., PageProbe],
+) -> None:
+    """The page served over TLS (self-signed, so the context ignores certificate errors) opens its
+    stream with wss: on the same origin, and captions arrive through it."""
+    cert, key = certificate
+    server = server_factory(tls_cert=str(cert), tls_key=str(key))
+    origin = f"127.0.0.1:{server.port}"
+    probe = open_page(f"https://{origin}/", ignore_https_errors=True)
+    page = probe.page
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    assert page.evaluate("() => [location.protocol, window.isSecureContext]") == ["https:", True]
+    _listen(probe)
+    probe.wait("body:not([data-partials='0'])")
+    probe.wait("#finals li:nth-child(1)")  # one loop of the clip, closed by its trailing silence
+    finals = probe.lines()
+    assert any(sounds_like(w, line) for w in RECOGNISED_WORDS for line in finals), finals  # spellings flip
+    assert min(cer(clip["reference"], line) for line in finals) < 0.5, finals
+    _stop(probe)
+    assert sockets and all(url.startswith(f"wss://{origin}/v1/stream") for url in sockets), sockets
+    assert probe.data()["sessions"] == "1" and probe.data()["error"] == ""
 
 
 def test_stop_then_start_again(standin_server: ServerHandle, open_page: Callable[[str], PageProbe]) -> None:

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(
     reason="nginx is not installed (.ci/run installs it)",
 )
 TONE = (np.sin(np.arange(16000) / 5) * 8000).astype("<i2").tobytes()
+WAIT_S = 60  # a ceiling for slow machines, not a timing assertion
 
 
 def free_port() -> int:
@@ -133,30 +134,96 @@ def test_nginx_spreads_sessions_and_routes_around_a_draining_replica(balanced: t
     asyncio.run(drain_phase())
 
 
+def metric(http_url: str, name: str) -> float:
+    """One unlabelled sample from a replica's /metrics."""
+    text = urllib.request.urlopen(http_url + "/metrics").read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
 def test_a_replica_stopping_mid_stream_costs_a_session_boundary_not_audio(balanced: tuple[int, Any, Any]) -> None:
-    """8 s of audio through nginx with the client library's opt-in reconnect; the replica serving it
-    stops (SIGTERM with no drain left) part-way: its final says how much it accepted, the client
-    reconnects through nginx to the other replica and sends the rest."""
+    """8 clients stream 8 s each through nginx with the client library's opt-in reconnect, spread over
+    both replicas; one replica gets SIGTERM with no drain time left (`drain(0)`) while they stream:
+    its sessions get their last finals (reason shutdown, with the audio each accepted) and close 1001,
+    their clients reconnect through nginx to the other replica and send the rest. No audio is lost
+    or sent twice, and every client's finals are on one clock."""
     from clients.asr_client import AsrClient
     from clients.reconnect import ReconnectingStream
 
     listen, a, b = balanced
-    audio = (np.sin(np.arange(8 * 16000) / 5) * 8000).astype("<i2").tobytes()
-    stopped: list[Any] = []
+    clients_n, seconds, chunk = 8, 8.0, 3200  # 0.1 s chunks of 16 kHz s16le
+    audio = (np.sin(np.arange(int(seconds * 16000)) / 5) * 8000).astype("<i2").tobytes()
 
-    async def chunks() -> Any:
-        for i in range(0, len(audio), 3200):  # 0.1 s chunks at 4x real time
-            if i == 3200 * 30 and not stopped:  # 3 s in: the serving replica goes away
-                serving = next(s for s in (a, b) if s.server.connections)
-                stopped.append(serving)
-                await asyncio.get_running_loop().run_in_executor(None, serving.stop)
-            yield audio[i : i + 3200]
-            await asyncio.sleep(0.025)
+    async def run() -> tuple[Any, set[str], list[tuple[ReconnectingStream, list[AsrClient], list[Any]]]]:
+        at_gate = 0
+        all_at_gate, go, stopped = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    stream = ReconnectingStream(lambda: AsrClient(f"ws://127.0.0.1:{listen}/v1/stream"), backoff_s=0.1)
-    finals = asyncio.run(stream.run(chunks()))
-    assert stopped and len(stream.sessions) == 2  # one boundary
-    first, second = stream.sessions
-    assert first > 0 and abs(first + second - 8.0) < 0.05  # every second accepted exactly once
-    assert [f.start for f in finals] == sorted(f.start for f in finals)  # one clock across sessions
-    assert any(f.reason == "shutdown" for f in finals) and finals[-1].reason == "stop"
+        async def chunks() -> Any:
+            nonlocal at_gate
+            for n, i in enumerate(range(0, len(audio), chunk)):
+                if n == 30:  # 3 s in: wait until every client is this far, then go on while a replica stops
+                    at_gate += 1
+                    if at_gate == clients_n:
+                        all_at_gate.set()
+                    await go.wait()
+                if n == 60:  # a stop that takes long cannot find a client already done: no timing assumption
+                    await stopped.wait()
+                yield audio[i : i + chunk]
+                await asyncio.sleep(0.025)  # 4x real time
+
+        def streams() -> tuple[ReconnectingStream, list[AsrClient]]:
+            made: list[AsrClient] = []
+
+            def make() -> AsrClient:
+                made.append(AsrClient(f"ws://127.0.0.1:{listen}/v1/stream"))
+                return made[-1]
+
+            return ReconnectingStream(make, backoff_s=0.1), made
+
+        clients = [streams() for _ in range(clients_n)]
+        tasks = [asyncio.ensure_future(stream.run(chunks())) for stream, _ in clients]
+        gate = asyncio.ensure_future(all_at_gate.wait())
+        done, _ = await asyncio.wait([gate, *tasks], timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+        assert gate in done, [t.result() for t in done]  # a client that ended early shows its error here
+        async with asyncio.timeout(WAIT_S):  # every client's session has started ('ready')
+            while True:
+                active = await asyncio.gather(
+                    *(asyncio.to_thread(metric, s.http_url, "streaming_asr_sessions_active") for s in (a, b))
+                )
+                if sum(active) == clients_n:
+                    break
+                await asyncio.sleep(0.05)
+        assert all(active), active  # least_conn used both replicas
+        assert len(a.server.connections) + len(b.server.connections) == clients_n
+        victim = a if len(a.server.connections) >= len(b.server.connections) else b
+        on_victim = {c.driver.id for c in list(victim.server.connections)}
+        go.set()
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(victim.server.drain(0), victim.loop))
+        stopped.set()
+        results = await asyncio.gather(*tasks)
+        return victim, on_victim, [(stream, made, finals) for (stream, made), finals in zip(clients, results)]
+
+    victim, on_victim, results = asyncio.run(run())
+    survivor = b if victim is a else a
+    assert 0 < len(on_victim) < clients_n
+    moved = 0
+    for stream, made, finals in results:
+        first_session = made[0].ready.session_id if made[0].ready else None
+        was_on_victim = first_session in on_victim
+        moved += was_on_victim
+        assert abs(sum(stream.sessions) - seconds) < 0.05, stream.sessions  # every second accepted exactly once
+        assert all(s > 0 for s in stream.sessions), stream.sessions
+        assert [f.start for f in finals] == sorted(f.start for f in finals)  # one clock across sessions
+        assert all(0 <= f.start <= f.end <= seconds + 0.05 for f in finals), finals  # the stream's clock
+        assert finals and finals[-1].reason == "stop", finals
+        if was_on_victim:
+            assert len(stream.sessions) == 2, stream.sessions  # one boundary
+            assert any(f.reason == "shutdown" for f in finals), finals
+            error = made[0].fatal_error
+            assert made[0].close_code == 1001 and error is not None and error.code == "shutting_down", error
+        else:
+            assert len(stream.sessions) == 1, stream.sessions
+            assert not any(f.reason == "shutdown" for f in finals), finals
+            assert len(made) == 1 and made[0].closed is not None  # ended by its own stop
+    assert moved == len(on_victim)
+    assert metric(survivor.http_url, "streaming_asr_sessions_active") == 0
+    assert sessions_total(survivor.http_url) == clients_n  # its own sessions plus every moved one

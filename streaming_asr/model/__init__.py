@@ -4,6 +4,7 @@ The engine above it sees only :class:`ModelInfo`, the input/output types in :mod
 callable ``forward(windows)``; nothing above this package imports torch.
 """
 
+from .checkpoint import load_pretrained
 from .ctc_model import CtcModel
 from .info import DEFAULT_MODEL, ModelInfo, ModelLoadError, default_vocab, info_from, tiny_config
 from .inputs import Forward, FrameCache, ModelInput, ModelOutput, ReuseInput, batch_key
@@ -11,6 +12,7 @@ from .precision import PRECISIONS, PrecisionError, cpu_has_native_bf16, quantize
 
 __all__ = [
     "CtcModel",
+    "load_pretrained",
     "DEFAULT_MODEL",
     "ModelInfo",
     "ModelLoadError",

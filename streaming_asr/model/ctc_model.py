@@ -6,14 +6,12 @@ precision is one setting (:mod:`.precision`); reuse windows go through :mod:`.re
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .hub import load_from_hub
+from .checkpoint import load_pretrained
 from .info import DEFAULT_MODEL, ModelInfo, ModelLoadError, info_from, info_from_config
 from .inputs import ModelInput, ModelOutput, ReuseInput, batch_key
 from .precision import PrecisionError, apply_precision, resolve_precision, torch_dtype
@@ -21,10 +19,6 @@ from .runtime import HeapTrimmer, bound_kernel_caches
 
 if TYPE_CHECKING:
     from .reuse import ReuseForward
-
-
-def _is_local(name: str) -> bool:
-    return os.path.isdir(name) or name.startswith((".", "/", "~"))
 
 
 class CtcModel:
@@ -63,7 +57,6 @@ class CtcModel:
         Linear layers, CPU only) or auto (see :mod:`.precision`). `quantize=True` is int8.
         """
         import torch
-        from transformers import AutoModelForCTC, AutoProcessor
 
         if threads:
             torch.set_num_threads(threads)
@@ -73,25 +66,7 @@ class CtcModel:
             precision = resolve_precision("int8" if quantize else precision, device)
         except PrecisionError as exc:
             raise ModelLoadError(str(exc)) from exc
-        local = _is_local(name)
-        if local and not Path(name).expanduser().is_dir():
-            raise ModelLoadError(f"model directory {name!r} does not exist")
-        path = str(Path(name).expanduser()) if local else name
-        try:
-            if local:
-                processor = AutoProcessor.from_pretrained(path)  # type: ignore[no-untyped-call]
-                model = AutoModelForCTC.from_pretrained(path)
-            else:  # the cache first, then one probe of the hub: fail in seconds when it is unreachable
-                processor = load_from_hub(name, AutoProcessor.from_pretrained)
-                model = load_from_hub(name, AutoModelForCTC.from_pretrained)
-        except OSError as exc:
-            if local:
-                raise ModelLoadError(f"cannot load model from directory {path!r}: {exc}") from exc
-            raise ModelLoadError(
-                f"cannot load {name!r} from the HuggingFace hub ({type(exc).__name__}); "
-                "download it where the hub is reachable (e.g. `huggingface-cli download "
-                f"{name} --local-dir ./model`) and pass the directory: --model ./model"
-            ) from exc
+        model, processor = load_pretrained(name, "AutoModelForCTC")
         info = info_from(model.config, processor, name)
         model = apply_precision(model.eval().to(device), precision)
         return cls(model, info, device=device, precision=precision)
