@@ -84,7 +84,7 @@ class Batcher:
             max_workers=self.workers, thread_name_prefix="asr-model", initializer=thread_init
         )
         self._background_executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="asr-model-bg", initializer=partial(_background_init, thread_init)
+            max_workers=1, thread_name_prefix="asr-model-bg", initializer=partial(background_thread_init, thread_init)
         )
         self._slots: asyncio.Semaphore | None = None
         self._background_busy = False
@@ -220,7 +220,7 @@ class Batcher:
         return batch
 
 
-def _background_init(thread_init: Callable[[], None] | None) -> None:
+def background_thread_init(thread_init: Callable[[], None] | None) -> None:
     """The background lane's thread: the model's thread setup, then the lowest CPU priority."""
     if thread_init is not None:
         thread_init()

@@ -98,15 +98,16 @@ def tokens_to_words(tokens: Iterable[Token], vocab: Sequence[str], delimiter_id:
     for tok in tokens:
         if tok.id == delimiter_id:
             flush()
-        elif _printable(vocab[tok.id]):
+        elif printable(vocab[tok.id]):
             letters.append(tok)
     flush()
     return words
 
 
-def _printable(token: str) -> bool:
-    """Special tokens (<s>, </s>, <unk>, <pad>) never reach text."""
-    return not (token.startswith("<") and token.endswith(">"))
+def printable(token: str) -> bool:
+    """Special tokens (<s>, </s>, <unk>, <pad>, and the [UNK] / [PAD] style of some fine-tuned
+    checkpoints) never reach text; any other token does, whatever its script or length."""
+    return not (len(token) >= 2 and token[0] + token[-1] in ("<>", "[]"))
 
 
 def words_text(words: Sequence[Word]) -> str:

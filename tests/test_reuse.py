@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from familymodels import FEATURE_ONLY_CASES, STATE_CASES, family_model
 from helpers import cer, espeak_corpus, tiny_model, wer
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -245,3 +249,108 @@ def test_lookahead_reuse_hands_the_previous_lookahead_features_to_the_next_windo
     while (win := session.next_window()) is not None:
         session.accept(win, model([win.model_input])[0])
     assert [e for e in session.pop_events() if isinstance(e, Final)][-1].reason == "stop"
+
+
+# ------------------------------------------------- the other CTC families (model/families.py, tests/familymodels.py)
+FEATURE_CASES = STATE_CASES + FEATURE_ONLY_CASES  # families whose CNN is wav2vec2's
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], CtcModel]:
+    return lambda case: family_model(case, tmp_path_factory)
+
+
+def _committed(model: CtcModel, audio: np.ndarray, config: StreamConfig) -> np.ndarray:
+    """Every committed frame's log-probs of a stream of `audio` pushed in 0.1 s pieces."""
+    pieces: list[np.ndarray] = []
+    session = StreamingSession(model.info, config, on_commit=lambda first, logp: pieces.append(logp))
+    for i in range(0, audio.size, 1600):
+        session.push(audio[i : i + 1600])
+        session.run(model)
+    session.finish()
+    session.run(model)
+    return np.concatenate(pieces)
+
+
+@pytest.mark.parametrize("case", FEATURE_CASES)
+def test_each_familys_new_frame_features_equal_a_full_recompute(case: str, family: Callable[[str], CtcModel]) -> None:
+    model = family(case)
+    audio = model.info.normalize(_noise(2.0, 2))
+    full = _full_features(model, audio)
+    for new_from in [1, 7, 40, 90]:
+        with torch.inference_mode():
+            new = model.reuse.new_features(torch.from_numpy(audio)[None], new_from)[0].numpy()
+        np.testing.assert_allclose(new, full[new_from:], atol=2e-5)
+
+
+@pytest.mark.parametrize("case", FEATURE_CASES)
+def test_each_familys_feature_reuse_windows_get_a_recomputes_features(
+    case: str, family: Callable[[str], CtcModel]
+) -> None:
+    """Through a stream, every feature-reuse window's new frames get the CNN features a recompute of that
+    window gives them (returned as its cache), and as many log-probs as the session expects."""
+    model = family(case)
+    session = StreamingSession(model.info, replace(FEATURES, chunk_s=0.3))
+    audio = _noise(3.0, 9)
+    windows = 0
+    for i in range(0, audio.size + 4000, 4000):
+        if i < audio.size:
+            session.push(audio[i : i + 4000])
+        else:
+            session.finish()
+        while (win := session.next_window(max_chunks=1 + windows % 3)) is not None:
+            item = win.model_input
+            assert isinstance(item, ReuseInput) and not item.state
+            out, cache = model([item])[0]
+            expected = _full_features(model, win.audio)[item.new_from :]
+            np.testing.assert_allclose(cache.data[0].numpy(), expected, atol=2e-5)
+            assert out.shape[0] == win.num_frames
+            session.accept(win, (out, cache))
+            windows += 1
+    assert windows > 5 and session.pop_events()[-1].reason == "stop"
+
+
+@pytest.mark.parametrize("case,state", [(c, False) for c in FEATURE_CASES] + [(c, True) for c in STATE_CASES])
+def test_each_familys_reuse_path_without_cache_is_the_hf_forward(
+    case: str, state: bool, family: Callable[[str], CtcModel]
+) -> None:
+    """reuse.py's forward of a whole window (feature path: CNN, projection, the family's own encoder;
+    state path: its own attention layers and positional convolutions) is the HF model's."""
+    model = family(case)
+    audio = model.info.normalize(_noise(1.5, 1))
+    logp, cache = model([ReuseInput(audio, 0, None, state)])[0]
+    np.testing.assert_allclose(logp, model([audio])[0], atol=1e-5)
+    assert cache.frames == logp.shape[0] and cache.data.shape[0] == (model.reuse.state_rows if state else 1)
+
+
+@pytest.mark.parametrize("case", STATE_CASES)
+def test_each_familys_positions_of_new_frames_read_cached_frames_as_a_recompute(
+    case: str, family: Callable[[str], CtcModel]
+) -> None:
+    """The positional convolution(s) on the new frames, with cached frames in front, give what the HF
+    module gives those frames over the whole window: one conv reaches 8 frames back here, data2vec-audio's
+    stack of three 7-wide convs 9; HuBERT's batch norm before the conv is applied too."""
+    model = family(case)
+    positions = model.reuse.positions
+    assert positions.reach == (9 if case == "data2vec-audio" else 8)
+    width = model.model.config.hidden_size
+    proj = torch.randn(2, 60, width, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        full = model.model.base_model.encoder.pos_conv_embed(proj).numpy()
+        np.testing.assert_allclose(positions(proj, None).numpy(), full, atol=1e-5)
+        for split in [1, 3, positions.reach, positions.reach + 1, 25, 59]:
+            got = positions(proj[:, split:], proj[:, :split]).numpy()
+            np.testing.assert_allclose(got, full[:, split:], atol=1e-5, err_msg=f"{split} cached frames")
+
+
+@pytest.mark.parametrize("case", STATE_CASES)
+def test_each_familys_state_reuse_refreshing_every_cached_frame_is_feature_reuse(
+    case: str, family: Callable[[str], CtcModel]
+) -> None:
+    """With every left-context frame refreshed, the state path runs the transformer over the whole window:
+    its committed frames are feature reuse's (the layers of each family computed as the HF model does)."""
+    model = family(case)
+    exact = StreamConfig(chunk_s=0.4, left_context_s=0.4, lookahead_s=0.2, feature_reuse=True)
+    full = replace(exact, state_reuse=True, state_refresh_s=0.4)
+    audio = _noise(3.0, 7)
+    np.testing.assert_allclose(_committed(model, audio, full), _committed(model, audio, exact), atol=1e-4)

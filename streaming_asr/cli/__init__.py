@@ -14,10 +14,10 @@ from typing import Any
 
 from ..config import ConfigError
 from ..model import ModelLoadError
-from . import download, serve, transcribe
+from . import align, classify, download, embed, serve, transcribe, units
 from .options import add_engine_args, add_model_args, engine_config, model_precision, usable_config
 
-COMMANDS = (transcribe, download, serve)  # the order `--help` lists them in
+COMMANDS = (transcribe, download, serve, align, embed, units, classify)  # the order `--help` lists them in
 DESCRIPTION = "Real-time speech recognition with wav2vec2-family CTC models: files, streams and more."
 
 __all__ = [
@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         serve_parser = subcommands["serve"]
         sources = layer_defaults(serve_parser, argv[argv.index("serve") + 1 :])
     args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # transcripts in any script: UTF-8, whatever the locale says
+        if hasattr(stream, "reconfigure") and (stream.encoding or "").lower().replace("-", "") != "utf8":
+            stream.reconfigure(encoding="utf-8")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

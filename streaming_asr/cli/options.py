@@ -30,6 +30,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quantize", choices=["none", "int8"], default="none", help="alias: --quantize int8 is --precision int8"
     )
+    p.add_argument(
+        "--language",
+        default=None,
+        metavar="ISO",
+        help="adapter checkpoints (MMS, e.g. facebook/mms-1b-all): the language to load, e.g. fra; its "
+        "adapter and vocabulary are switched in (serve: the default for sessions that name none) "
+        "(default: the checkpoint's own)",
+    )
 
 
 def model_precision(args: argparse.Namespace) -> str:
@@ -129,4 +137,22 @@ def usable_config(model: object, config: StreamConfig) -> StreamConfig:
             "this checkpoint has no feature/state reuse path: recomputing every window"
         )
         return replace(config, feature_reuse=False, state_reuse=False)
+    if config.state_reuse and not getattr(model, "supports_state_reuse", True):  # WavLM, conformers
+        logging.getLogger("streaming_asr").warning(
+            "this checkpoint's layers have no exact state reuse path: feature reuse only, "
+            "the transformer recomputes the left context every window"
+        )
+        return replace(config, state_reuse=False, state_refresh_s=0.0, lookahead_reuse=False)
     return config
+
+
+def add_encoder_args(p: argparse.ArgumentParser, default: str | None, what: str) -> None:
+    """--model/--device/--threads of the commands that run a checkpoint's encoder in fp32 (embed, units, classify)."""
+    p.add_argument(
+        "--model",
+        default=default,
+        required=default is None,
+        help=f"HF hub id or local directory with {what}" + (" (default: %(default)s)" if default else ""),
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

@@ -6,9 +6,16 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
+from ..config import ConfigError
 from .options import add_engine_args, add_model_args, engine_config, model_precision, usable_config
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..offline import Transcript
 
 
 def register(sub: Any) -> None:
@@ -21,6 +28,14 @@ def register(sub: Any) -> None:
     )
     t.add_argument("--push-ms", type=float, default=100.0, help="with --stream: audio per push (%(default)s ms)")
     t.add_argument("--json", action="store_true", help="print one JSON object per file with segments and words")
+    t.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="offline: windows of up to N files per forward, output unchanged and in input order; "
+        "group-norm checkpoints (base-960h) batch only equal-length windows, layer-norm ones pad and "
+        "mask (default: %(default)s)",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_model_args(t)
     add_engine_args(t)
@@ -29,14 +44,22 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = engine_config(args)
+    if args.batch_size < 1:
+        raise ConfigError("--batch-size must be at least 1")
+    if args.stream and args.batch_size > 1:
+        raise ConfigError("--batch-size works with offline transcription only: --stream runs each file on its own")
     import soundfile as sf
 
     from ..audio import read_audio
     from ..model import CtcModel
     from ..offline import transcribe_offline, transcribe_streaming
 
-    model = CtcModel.load(args.model, device=args.device, threads=args.threads, precision=model_precision(args))
+    model = CtcModel.load(
+        args.model, device=args.device, threads=args.threads, precision=model_precision(args), language=args.language
+    )
     config = usable_config(model, config)
+    if args.batch_size > 1:
+        return _run_batched(args, model, config.endpoint_silence_s)
     status = 0
     for path in args.files:
         try:
@@ -58,22 +81,52 @@ def run(args: argparse.Namespace) -> int:
         else:
             result = transcribe_offline(model, model.info, audio, config.endpoint_silence_s, progress=bar)
         bar(1.0, done=True)
-        if args.json:
-            print(
-                json.dumps(
-                    {
-                        "file": path,
-                        "duration": round(result.duration_s, 3),
-                        "text": result.text,
-                        "segments": [f.to_dict() for f in result.finals],
-                    }
-                )
-            )
-        else:
-            if len(args.files) > 1:
-                print(f"# {path}")
-            print(result.text)
+        _print_result(args, path, result)
     return status
+
+
+def _print_result(args: argparse.Namespace, path: str, result: Transcript) -> None:
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "file": path,
+                    "duration": round(result.duration_s, 3),
+                    "text": result.text,
+                    "segments": [f.to_dict() for f in result.finals],
+                },
+                ensure_ascii=False,  # text in any script as it is (stdout is UTF-8: cli main)
+            )
+        )
+    else:
+        if len(args.files) > 1:
+            print(f"# {path}")
+        print(result.text)
+
+
+def _run_batched(args: argparse.Namespace, model: Any, endpoint_silence_s: float) -> int:
+    """`--batch-size N`: the files' windows through offline_batch, printed as one by one would (no progress bars)."""
+    import soundfile as sf
+
+    from ..audio import read_audio
+    from ..offline_batch import BatchedTranscriber
+
+    failed: list[str] = []
+
+    def readable() -> Iterator[tuple[str, np.ndarray]]:
+        for path in args.files:
+            try:
+                audio, _ = read_audio(path, model.info.sample_rate)
+            except (sf.LibsndfileError, OSError, RuntimeError) as exc:
+                print(f"streaming-asr: error: cannot read {path}: {exc}", file=sys.stderr)
+                failed.append(path)
+                continue
+            yield path, audio
+
+    runner = BatchedTranscriber(model, args.batch_size, endpoint_silence_s)
+    for path, result in runner.transcribe(readable()):
+        _print_result(args, path, result)
+    return 1 if failed else 0
 
 
 def _progress_bar(name: str, seconds: float, disabled: bool):  # type: ignore[no-untyped-def]

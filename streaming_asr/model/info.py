@@ -23,9 +23,9 @@ class ModelInfo:
     blank_id: int
     delimiter_id: int
     sample_rate: int
-    conv_kernels: tuple[int, ...]
-    conv_strides: tuple[int, ...]
-    do_normalize: bool
+    conv_kernels: tuple[int, ...]  # the front end as unpadded convs, in samples: the waveform CNN, or
+    conv_strides: tuple[int, ...]  # w2v-BERT's fbank as a virtual stack (families.py: conv_stack)
+    do_normalize: bool  # the engine normalises each window (not for fbank front ends: they do it)
 
     @property
     def frame_stride(self) -> int:
@@ -113,8 +113,20 @@ def default_vocab(size: int) -> tuple[str, ...]:
     return tuple(base[:size])
 
 
+def word_delimiter(tokenizer: Any, vocab_map: dict[str, int]) -> str:
+    """The tokenizer's word delimiter as saved ("|", "▁", ...). transformers 5 loads a non-default
+    `word_delimiter_token` only into the special-tokens map and leaves the attribute at "|"."""
+    saved = getattr(tokenizer, "_special_tokens_map", None) or {}
+    for token in (saved.get("word_delimiter_token"), getattr(tokenizer, "word_delimiter_token", None)):
+        if token is not None and str(token) in vocab_map:
+            return str(token)
+    return "|"
+
+
 def info_from(config: Any, processor: Any, name: str) -> ModelInfo:
     """Read the engine's facts from a transformers config and processor."""
+    from .families import conv_stack, normalizes_waveform  # families.py imports ModelLoadError from here
+
     tokenizer = getattr(processor, "tokenizer", processor)
     extractor = getattr(processor, "feature_extractor", processor)
     vocab_map: dict[str, int] = tokenizer.get_vocab()
@@ -123,21 +135,23 @@ def info_from(config: Any, processor: Any, name: str) -> ModelInfo:
     for token, idx in vocab_map.items():
         vocab[idx] = token
     blank = config.pad_token_id if config.pad_token_id is not None else tokenizer.pad_token_id
-    delimiter_token = getattr(tokenizer, "word_delimiter_token", "|") or "|"
+    delimiter_token = word_delimiter(tokenizer, vocab_map)
     return ModelInfo(
         name=name,
         vocab=tuple(vocab),
         blank_id=int(blank),
         delimiter_id=vocab_map.get(delimiter_token, -1),
         sample_rate=int(getattr(extractor, "sampling_rate", 16000)),
-        conv_kernels=tuple(config.conv_kernel),
-        conv_strides=tuple(config.conv_stride),
-        do_normalize=bool(getattr(extractor, "do_normalize", True)),
+        conv_kernels=conv_stack(config, extractor)[0],  # families.py: the front end as a conv stack
+        conv_strides=conv_stack(config, extractor)[1],
+        do_normalize=normalizes_waveform(config, extractor),
     )
 
 
 def info_from_config(config: Any, name: str) -> ModelInfo:
     """ModelInfo of a randomly initialised model (no processor files): base-960h's vocabulary."""
+    from .families import conv_stack, normalizes_waveform
+
     vocab = default_vocab(config.vocab_size)
     return ModelInfo(
         name=name,
@@ -145,9 +159,9 @@ def info_from_config(config: Any, name: str) -> ModelInfo:
         blank_id=config.pad_token_id if config.pad_token_id is not None else 0,
         delimiter_id=vocab.index("|") if "|" in vocab else -1,
         sample_rate=16000,
-        conv_kernels=tuple(config.conv_kernel),
-        conv_strides=tuple(config.conv_stride),
-        do_normalize=True,
+        conv_kernels=conv_stack(config)[0],
+        conv_strides=conv_stack(config)[1],
+        do_normalize=normalizes_waveform(config),
     )
 
 

@@ -9,6 +9,9 @@ Three kinds of window input, one per streaming variant:
 - :class:`ReuseInput` with ``state=True`` (state reuse, limited left-context attention): only the new
   frames go through the transformer; cached keys/values of the left-context frames are attended to.
 
+Any of them may be wrapped in a :class:`LanguageInput` (a session of an adapter checkpoint in a
+language other than the model's default).
+
 Reuse outputs come back with a :class:`FrameCache` of the new frames (with state reuse, of the
 refreshed frames too), which the session keeps for the next window. The engine treats the cache as opaque:
 it only slices and joins it by frame.
@@ -73,12 +76,24 @@ class ReuseInput:
     ahead: FrameCache | None = None  # state reuse: projected features of the first new frames (1 row)
 
 
-ModelInput = np.ndarray | ReuseInput
+@dataclass(frozen=True)
+class LanguageInput:
+    """A window of a session in `language` (an MMS-style adapter checkpoint, model/adapters.py):
+    the model switches to that language's adapter before it runs `inner`. Plain inputs run in the
+    model's default language; one batch never mixes languages (see batch_key)."""
+
+    language: str
+    inner: np.ndarray | ReuseInput
+
+
+ModelInput = np.ndarray | ReuseInput | LanguageInput
 ModelOutput = np.ndarray | tuple[np.ndarray, FrameCache]  # log-probs, or (log-probs, cache of new frames)
 
 
 def batch_key(item: ModelInput) -> tuple[Any, ...]:
     """Inputs with equal keys can share one batched forward without padding."""
+    if isinstance(item, LanguageInput):
+        return ("language", item.language, *batch_key(item.inner))
     if isinstance(item, ReuseInput):
         ahead = item.ahead.frames if item.ahead is not None else 0
         return ("state" if item.state else "features", len(item.audio), item.new_from, item.refresh, ahead)

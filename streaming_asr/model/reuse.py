@@ -1,7 +1,10 @@
-"""The HF wav2vec2 forward taken apart so that a window can reuse what earlier windows computed.
+"""The HF wav2vec2-family forward taken apart so that a window can reuse what earlier windows computed.
 
 `ReuseForward` runs :class:`~.inputs.ReuseInput` batches on a loaded `*ForCTC` model, using the
-model's own modules (so any precision the model was put in applies):
+model's own modules (so any precision the model was put in applies). Which families get which path
+is one table (:data:`~.families.FAMILIES`): feature reuse for wav2vec2, HuBERT, data2vec-audio, WavLM
+and Wav2Vec2-Conformer (all the same kind of CNN), state reuse only where the layers below are what
+the family computes (wav2vec2, HuBERT, data2vec-audio); w2v-BERT has no CNN and gets neither.
 
 - **Exact feature reuse.** The CNN is local except conv-0's GroupNorm, whose statistics span the
   whole input. Those statistics are taken over the whole window, as in a full recompute (from the
@@ -11,7 +14,8 @@ model's own modules (so any precision the model was put in applies):
   new frames' samples.
 - **Transformer state reuse.** Only new frames go through the transformer. Their positional
   convolution reads cached projected features of up to half its kernel of earlier frames (zeros
-  beyond, exactly where a recompute window's edge would put zeros), and each layer's attention
+  beyond, exactly where a recompute window's edge would put zeros; data2vec-audio's stack of
+  positional convolutions reads as far as the whole stack reaches), and each layer's attention
   attends to the cached keys/values of the left-context frames plus the new frames' own: limited
   left-context attention over the same span a recompute window sees, but with the left frames'
   states from when they were computed, not recomputed with the newer audio. Both post-LN (base,
@@ -29,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .families import family_of
 from .info import ModelLoadError
 from .inputs import FrameCache, ReuseInput
 
@@ -43,11 +48,19 @@ class ReuseForward:
         self.model = model
         self.dtype = dtype
         self.device = device
-        base = getattr(model, model.base_model_prefix, None)
+        family = family_of(model.config)
+        base: Any = getattr(model, model.base_model_prefix, None)
         needed = ("feature_extractor", "feature_projection", "encoder")
-        if base is None or not all(hasattr(base, n) for n in needed) or getattr(base, "adapter", None) is not None:
+        why = None
+        if not family.feature_reuse:
+            why = family.note
+        elif base is None or not all(hasattr(base, n) for n in needed):
+            why = "no wav2vec2-style encoder"
+        elif getattr(base, "adapter", None) is not None:
+            why = "a CTC adapter's strided convolutions follow the encoder"
+        if why is not None:
             raise ModelLoadError(
-                f"{type(model).__name__} has no wav2vec2-style encoder: feature/state reuse "
+                f"{type(model).__name__} ({why}): feature/state reuse "
                 "is unavailable for it (run with --feature-reuse off --state-reuse off)"
             )
         self.base = base
@@ -56,26 +69,28 @@ class ReuseForward:
         self.conv0_per_frame = int(np.prod(strides[1:]))  # conv-0 outputs between consecutive frames
         enc = base.encoder
         self.encoder = enc
+        self.state = family.state_reuse  # the transformer path below computes this family's layers
+        self.why_no_state = family.note
+        if not self.state:
+            return
         self.pre_ln = type(enc).__name__.endswith("StableLayerNorm") or bool(
             getattr(model.config, "do_stable_layer_norm", False)
         )
-        pos = enc.pos_conv_embed
-        conv = pos.conv
-        self.pos_weight = conv.weight.detach().clone()  # weight norm folded once
-        self.pos_bias = None if conv.bias is None else conv.bias.detach().clone()
-        self.pos_groups = conv.groups
-        self.pos_kernel = int(self.pos_weight.shape[-1])
-        self.pos_pad = int(conv.padding[0])
-        self.pos_act = pos.activation
+        self.positions = PositionalConvs(enc.pos_conv_embed)
         self.layers = list(enc.layers)
         self.heads = self.layers[0].attention.num_heads
 
     @property
     def state_rows(self) -> int:
-        return 1 + 2 * len(self.layers)
+        return 1 + 2 * len(self.layers) if self.state else 1
 
     def __call__(self, windows: Sequence[ReuseInput]) -> list[tuple[np.ndarray, FrameCache]]:
         torch = self.torch
+        if windows[0].state and not self.state:
+            raise ModelLoadError(
+                f"{type(self.model).__name__}: no transformer state reuse ({self.why_no_state}); "
+                "run with --state-reuse off"
+            )
         audio = torch.from_numpy(np.stack([w.audio for w in windows]).astype(np.float32))
         first = windows[0]
         cache = ahead = None
@@ -135,8 +150,7 @@ class ReuseForward:
         """Cached features + new features, then the unchanged transformer over the whole window."""
         torch = self.torch
         full = feats if cache is None else torch.cat([cache[:, 0], feats], dim=1)
-        hidden, _ = self.base.feature_projection(full)
-        hidden = self.encoder(hidden)[0]
+        hidden = self.encoder(self.project(full))[0]
         return self.model.lm_head(hidden), feats[:, None]
 
     # --------------------------------------------------------- transformer
@@ -149,13 +163,13 @@ class ReuseForward:
         first new frames, from the previous window's look-ahead (their CNN is not run again).
         """
         torch = self.torch
-        proj, _ = self.base.feature_projection(feats)
+        proj = self.project(feats)
         if ahead is not None:
             proj = torch.cat([ahead, proj], dim=1)
         if refresh:
             proj = torch.cat([cache[:, 0, -refresh:], proj], dim=1)
             cache = cache[:, :, :-refresh] if cache.shape[2] > refresh else None
-        hidden = proj + self._positions(proj, None if cache is None else cache[:, 0])
+        hidden = proj + self.positions(proj, None if cache is None else cache[:, 0])
         if not self.pre_ln:
             hidden = self.encoder.layer_norm(hidden)
         rows = [proj]
@@ -167,24 +181,10 @@ class ReuseForward:
             hidden = self.encoder.layer_norm(hidden)
         return self.model.lm_head(hidden[:, refresh:]), torch.stack(rows, dim=1)
 
-    def _positions(self, proj: Any, past: Any) -> Any:
-        """The positional convolution's output for the new frames only, reading cached frames on the left."""
-        torch = self.torch
-        batch, new, width = proj.shape
-        pad, kernel = self.pos_pad, self.pos_kernel
-        have = 0 if past is None else min(pad, past.shape[1])
-        parts = []
-        if pad - have:
-            parts.append(proj.new_zeros(batch, pad - have, width))
-        if have:
-            parts.append(past[:, past.shape[1] - have :])
-        parts.append(proj)
-        right = kernel - 1 - pad
-        if right:
-            parts.append(proj.new_zeros(batch, right, width))
-        x = torch.cat(parts, dim=1).transpose(1, 2)
-        out = torch.nn.functional.conv1d(x, self.pos_weight, self.pos_bias, groups=self.pos_groups)
-        return self.pos_act(out).transpose(1, 2)
+    def project(self, feats: Any) -> Any:
+        """The feature projection (layer norm + linear): wav2vec2's returns (projected, normed), HuBERT's a tensor."""
+        out = self.base.feature_projection(feats)
+        return out[0] if isinstance(out, tuple) else out
 
     def _layer(self, layer: Any, hidden: Any, past: tuple[Any, Any] | None) -> tuple[Any, Any, Any]:
         """One encoder layer on the new frames; returns (hidden, keys, values) of the new frames."""
@@ -214,3 +214,46 @@ class ReuseForward:
 
         out = self.torch.nn.functional.scaled_dot_product_attention(split(q), split(k), split(v))
         return out.transpose(1, 2).reshape(batch, new, width)
+
+
+class PositionalConvs:
+    """The encoder's convolutional position embedding for the new frames only, reading cached frames on the left.
+
+    One grouped convolution (wav2vec2, HuBERT, WavLM; weight norm folded once; HuBERT may batch-norm
+    its input first) or, in data2vec-audio, a stack of them, each followed by a parameter-free layer
+    norm. Each pads with zeros on both sides ("same" length, the last output dropped for even
+    kernels), so the new frames' output depends on `reach` (the sum of the left paddings) earlier
+    frames: with that many cached frames (or all of the window's, when it has fewer) in front, it is
+    the output a recompute of the window gives them.
+    """
+
+    def __init__(self, pos: Any) -> None:
+        import torch
+
+        self.torch = torch
+        stack = list(pos.layers) if hasattr(pos, "layers") else [pos]  # data2vec-audio: a stack
+        self.pre = getattr(pos, "batch_norm", None)  # HuBERT's conv_pos_batch_norm (eval: per-channel affine)
+        self.convs: list[tuple[Any, Any, int, int, Any, Any]] = []
+        for layer in stack:
+            conv = layer.conv
+            weight = conv.weight.detach().clone()  # weight norm (where there is one) folded once
+            bias = None if conv.bias is None else conv.bias.detach().clone()
+            norm = getattr(layer, "layer_norm", None)  # data2vec-audio: over channels, per frame
+            self.convs.append((weight, bias, conv.groups, int(conv.padding[0]), norm, layer.activation))
+        self.reach = sum(pad for _, _, _, pad, _, _ in self.convs)
+
+    def __call__(self, proj: Any, past: Any) -> Any:
+        torch = self.torch
+        new = proj.shape[1]
+        have = 0 if past is None else min(self.reach, past.shape[1])
+        x = torch.cat([past[:, past.shape[1] - have :], proj], dim=1) if have else proj
+        x = x.transpose(1, 2)
+        if self.pre is not None:
+            x = self.pre(x)
+        length = x.shape[-1]
+        for weight, bias, groups, pad, norm, act in self.convs:
+            x = torch.nn.functional.conv1d(x, weight, bias, padding=pad, groups=groups)[..., :length]
+            if norm is not None:
+                x = norm(x.transpose(1, 2)).transpose(1, 2)
+            x = act(x)
+        return x[..., length - new :].transpose(1, 2)

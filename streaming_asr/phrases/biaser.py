@@ -19,6 +19,7 @@ from .trie import (
     _logaddexp,
     _Trie,
     normalize_phrase,
+    tokenize_word,
 )
 
 
@@ -69,7 +70,7 @@ class PhraseBiaser(PhraseFinder):
         sequences = [self._labels_of(words) + [delimiter_id] for _, words in self.phrases]
         # For find(): phrase texts, word counts, lengths and character counts (column 0: space).
         self._targets = [" ".join(words) for _, words in self.phrases]
-        self._char_cols = {ch: j + 1 for j, ch in enumerate(sorted(self._alphabet))}
+        self._char_cols = {ch: j + 1 for j, ch in enumerate(sorted(set("".join(self._alphabet))))}
         self._char_cols[" "] = 0
         self._target_k = np.array([len(w) for _, w in self.phrases] or [0], dtype=np.int32)
         self._target_len = np.array([len(t) for t in self._targets], dtype=np.int32)
@@ -99,7 +100,7 @@ class PhraseBiaser(PhraseFinder):
         for i, w in enumerate(words):
             if i:
                 labels.append(self.delimiter_id)
-            labels.extend(self._alphabet[ch] for ch in w)
+            labels.extend(tokenize_word(w, self._alphabet))
         return labels
 
     # ------------------------------------------------------------------ decoding
@@ -232,7 +233,7 @@ class PhraseBiaser(PhraseFinder):
         return labels
 
     def text(self, labels: Sequence[int]) -> str:
-        """Label ids -> upper-case words separated by single spaces."""
+        """Label ids -> words (in the vocabulary's case) separated by single spaces."""
         return " ".join("".join(self.vocab[i] for i in labels).replace(self.vocab[self.delimiter_id], " ").split())
 
     # ------------------------------------------------------------------ spotting

@@ -5,7 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ..ctc import printable
+
 NEG_INF = float("-inf")
+#: Characters that separate words in a phrase (besides whitespace).
+SEPARATORS = "-_/|"
 
 #: Default bonus (nats) per matched phrase character; see docs/phrases.md for how it was chosen.
 DEFAULT_BOOST = 1.5
@@ -30,31 +34,74 @@ def _logaddexp(a: float, b: float) -> float:
 
 
 def _alphabet(vocab: Sequence[str], blank_id: int, delimiter_id: int) -> dict[str, int]:
-    """Single-character tokens (letters, apostrophe) -> id; specials like ``<unk>`` excluded."""
-    return {tok: i for i, tok in enumerate(vocab) if len(tok) == 1 and i not in (blank_id, delimiter_id)}
+    """Text tokens -> id: letters and apostrophe (wav2vec2), and tokens of several characters in any
+    script; specials like ``<unk>`` / ``[UNK]``, whitespace, the blank and the delimiter excluded."""
+    return {
+        tok: i
+        for i, tok in enumerate(vocab)
+        if tok and not tok.isspace() and printable(tok) and i not in (blank_id, delimiter_id)
+    }
 
 
 def normalize_phrase(phrase: str, alphabet: dict[str, int]) -> list[str]:
-    """Split ``phrase`` into words of vocabulary characters, in the vocabulary's case (upper
-    case for wav2vec2).
+    """Split ``phrase`` into words of vocabulary tokens, in the vocabulary's case (upper case for
+    wav2vec2, lower case for many multilingual checkpoints).
 
-    Whitespace, ``-``, ``_``, ``/`` and ``|`` separate words; any other character the vocabulary
-    lacks (digits, punctuation) is dropped, so "Set a timer, 10 min" -> ["SET", "A", "TIMER", "MIN"].
+    Whitespace, ``-``, ``_``, ``/`` and ``|`` separate words. Within a word the longest token that
+    matches (upper case tried first, then lower case, then as written) is taken, so vocabularies
+    whose tokens are several characters long work too; a character no token starts with (digits,
+    punctuation) is dropped, so "Set a timer, 10 min" -> ["SET", "A", "TIMER", "MIN"].
     """
+    longest = max(map(len, alphabet), default=1)
     words: list[str] = []
     current: list[str] = []
-    for ch in phrase:
-        if ch.upper() in alphabet:
-            current.append(ch.upper())
-        elif ch.lower() in alphabet:
-            current.append(ch.lower())
-        elif ch.isspace() or ch in "-_/|":
+    i, n = 0, len(phrase)
+    while i < n:
+        ch = phrase[i]
+        if ch.isspace() or ch in SEPARATORS:
             if current:
                 words.append("".join(current))
                 current = []
+            i += 1
+            continue
+        for size in range(min(longest, n - i), 0, -1):
+            piece = phrase[i : i + size]
+            token = next((t for t in (piece.upper(), piece.lower(), piece) if t in alphabet), None)
+            if token is not None:
+                current.append(token)
+                i += size
+                break
+        else:
+            i += 1  # no token starts with this character: dropped
     if current:
         words.append("".join(current))
     return words
+
+
+def tokenize_word(word: str, alphabet: dict[str, int]) -> list[int]:
+    """A normalised word as the fewest vocabulary tokens that spell it (one per character for
+    wav2vec2's letters); a character no segmentation covers is skipped."""
+    longest = max(map(len, alphabet), default=1)
+    n = len(word)
+    skip = n + 1  # a skipped character costs more than any number of tokens
+    cost = [0] + [skip * (n + 1)] * n  # cost[j]: best cost of word[:j]
+    back = [0] * (n + 1)  # start of the last piece of word[:j]; negative: -(start + 1) of a skipped character
+    for j in range(1, n + 1):
+        cost[j], back[j] = cost[j - 1] + skip, -j
+        for size in range(1, min(longest, j) + 1):
+            if cost[j - size] + 1 < cost[j] and word[j - size : j] in alphabet:
+                cost[j], back[j] = cost[j - size] + 1, j - size
+    labels: list[int] = []
+    j = n
+    while j > 0:
+        start = back[j]
+        if start < 0:
+            j = -start - 1
+            continue
+        labels.append(alphabet[word[start:j]])
+        j = start
+    labels.reverse()
+    return labels
 
 
 class _Trie:

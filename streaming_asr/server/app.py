@@ -21,6 +21,7 @@ from aiohttp import web
 from .. import PROTOCOL_VERSION, __version__
 from ..batcher import Batcher, ForwardFn
 from ..model import ModelInfo
+from ..model.adapters import Adapters
 from ..session import StreamingSession
 from . import handshake
 from .admission import Admission
@@ -39,7 +40,8 @@ from .http import (
     token_ok,
 )
 from .metrics import Metrics
-from .settings import ServerSettings
+from .model_routes import ModelRoutes
+from .settings import ServerSettings, allowed_languages
 from .transcriptions import Transcriptions
 from .wire import CLOSE_GOING_AWAY, CLOSE_TRY_LATER
 
@@ -54,6 +56,13 @@ class ServerContext:
     def __init__(self, forward: ForwardFn, info: ModelInfo, settings: ServerSettings) -> None:
         self.info = info
         self.settings = settings
+        self.adapters: Adapters | None = getattr(forward, "adapters", None)  # per-language adapters, or None
+        self.languages = allowed_languages(  # what `start` may ask for (ConfigError: not in the checkpoint)
+            settings.languages,
+            self.adapters.languages if self.adapters else (),
+            self.adapters.default if self.adapters else None,
+            info.name,
+        )
         init = None
         if settings.model_threads:
             from ..model.runtime import set_torch_threads
@@ -100,6 +109,7 @@ class AsrServer:
         self._stopping = False
         self._draining = False
         self._drain_cut = asyncio.Event()
+        self.model_routes = ModelRoutes(self.ctx, lambda: self._stopping or self._draining)
 
     @property
     def batcher(self) -> Batcher:
@@ -113,6 +123,7 @@ class AsrServer:
     async def prepare(self) -> None:
         """Model threads up and warmed (calibration runs default windows): what readiness waits for."""
         self.batcher.start()
+        await self.model_routes.prepare()
         await self.calibrate()
 
     async def listen(self, port: int | None = None) -> None:
@@ -157,6 +168,9 @@ class AsrServer:
                 "/v1/audio/transcriptions",
                 Transcriptions(self.ctx, lambda: self._stopping or self._draining).handle,
             ),
+            ("POST", "/v1/embed", self.model_routes.embed),
+            ("POST", "/v1/classify", self.model_routes.classify),
+            ("POST", "/v1/align", self.model_routes.align),
         ]
 
     async def calibrate(self) -> None:
@@ -230,6 +244,7 @@ class AsrServer:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.batcher.close()
+        self.model_routes.close()
         self.ctx.cpu_pool.shutdown(wait=False, cancel_futures=True)
         log.info("server stopped")
 

@@ -15,7 +15,6 @@ Text is lower-case like Deepgram's `transcript` without smart_format; there is n
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +36,7 @@ from .wire import (
     Ready,
     Stop,
     decode_json_text,
+    json_text,
 )
 
 IDLE_TIMEOUT_S = 10.0  # Deepgram's NET-0001: no audio (or KeepAlive) for 10 s closes the stream
@@ -113,7 +113,7 @@ class DeepgramCodec:
             return self._final(event)
         if isinstance(event, Closed):
             return [
-                json.dumps(
+                json_text(
                     {
                         "type": "Metadata",
                         "transaction_key": "deprecated",
@@ -131,9 +131,7 @@ class DeepgramCodec:
         return []
 
     def render_error(self, code: str, message: str) -> list[str]:
-        return [
-            json.dumps({"type": "Error", "variant": code, "description": message, "code": code, "message": message})
-        ]
+        return [json_text({"type": "Error", "variant": code, "description": message, "code": code, "message": message})]
 
     def answer(self) -> list[str]:
         return []
@@ -150,7 +148,7 @@ class DeepgramCodec:
             return []
         self.speaking = True
         return [
-            json.dumps({"type": "SpeechStarted", "channel": self.channel_index, "timestamp": round(words[0].start, 3)})
+            json_text({"type": "SpeechStarted", "channel": self.channel_index, "timestamp": round(words[0].start, 3)})
         ]
 
     def _partial(self, event: Partial) -> list[str]:
@@ -168,7 +166,7 @@ class DeepgramCodec:
         self.speaking = False
         if self.opts.utterance_end_ms and event.reason == "silence" and event.words:
             out.append(
-                json.dumps(
+                json_text(
                     {
                         "type": "UtteranceEnd",
                         "channel": self.channel_index,
@@ -203,7 +201,7 @@ class DeepgramCodec:
             },
             "metadata": self.meta,
         }
-        return json.dumps(body)
+        return json_text(body)
 
 
 def _word(w: WordResult) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..audio import PcmFormat
+from ..model.adapters import language_list, match_language
 from .wire import Start
 
 ENCODINGS = {"linear16": "pcm_s16le", "mulaw": "mulaw", "alaw": "alaw"}
@@ -47,10 +48,14 @@ class DeepgramOptions:
     endpointing_s: float | None  # None: the server's default; 0: silence endpoints off
     channels: int
     keyterms: tuple[str, ...]
+    language: str | None = None  # an adapter checkpoint's language `language=` maps to (None: the default)
 
 
-def parse_query(query: Mapping[str, str], keyterms: Sequence[str], model_language: str) -> DeepgramOptions:
-    """Check Deepgram's live parameters; QueryError names the first wrong one."""
+def parse_query(
+    query: Mapping[str, str], keyterms: Sequence[str], model_language: str, languages: Sequence[str] = ()
+) -> DeepgramOptions:
+    """Check Deepgram's live parameters; QueryError names the first wrong one. `languages`: an
+    adapter checkpoint's allowed languages, which `language` (`fr`, `fr-FR`, `fra`) maps to."""
     for name, why in REFUSED.items():
         if (
             name in query
@@ -59,7 +64,10 @@ def parse_query(query: Mapping[str, str], keyterms: Sequence[str], model_languag
         ):
             raise QueryError(f"{name}: {why} on this server")
     language = query.get("language", "").strip()
-    if language and language.split("-")[0].lower() != model_language.split("-")[0].lower():
+    adapter = match_language(language, languages) if language and languages else None
+    if language and languages and adapter is None:
+        raise QueryError(f"language {language[:20]!r} is not served: languages here: {language_list(languages, 50)}")
+    if language and not languages and language.split("-")[0].lower() != model_language.split("-")[0].lower():
         raise QueryError(f"language {language[:20]!r} is not served: this model transcribes {model_language!r}")
     interim = _bool(query, "interim_results", False)
     vad = _bool(query, "vad_events", False)
@@ -83,8 +91,8 @@ def parse_query(query: Mapping[str, str], keyterms: Sequence[str], model_languag
             raise QueryError("sample_rate is required when encoding is given (as Deepgram)")
         options = {} if endpointing is None else {"endpoint_silence_s": endpointing}
         fmt = PcmFormat(_int(query, "sample_rate", 16000), ENCODINGS[encoding], channels)
-        start = Start(fmt, options, interim or vad, tuple(keyterms))
-    return DeepgramOptions(start, interim, vad, utterance_end, endpointing, channels, tuple(keyterms))
+        start = Start(fmt, options, interim or vad, tuple(keyterms), language=adapter)
+    return DeepgramOptions(start, interim, vad, utterance_end, endpointing, channels, tuple(keyterms), adapter)
 
 
 def keyterms_of(pairs: Sequence[tuple[str, str]]) -> list[str]:
@@ -113,7 +121,8 @@ def start_for_wav(header: bytes, opts: DeepgramOptions) -> tuple[Start, int]:
             if fmt is None:
                 raise QueryError("WAV data before its fmt chunk")
             options = {} if opts.endpointing_s is None else {"endpoint_silence_s": opts.endpointing_s}
-            return Start(fmt, options, opts.interim_results or opts.vad_events, opts.keyterms), pos + 8
+            start = Start(fmt, options, opts.interim_results or opts.vad_events, opts.keyterms, language=opts.language)
+            return start, pos + 8
         pos += 8 + size + (size & 1)
     raise QueryError("the WAV header must arrive in the first binary message")
 

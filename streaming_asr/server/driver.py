@@ -24,7 +24,9 @@ import numpy as np
 from ..audio import AudioFormatError, AudioInput
 from ..config import ConfigError
 from ..events import Final, Partial
-from ..session import StreamingSession
+from ..model import LanguageInput, ModelInfo, ModelInput, ModelLoadError
+from ..model.adapters import language_list, match_language
+from ..session import StreamingSession, Window
 from .wire import (
     CLOSE_INTERNAL,
     CLOSE_MAX_SESSION,
@@ -56,6 +58,7 @@ class SessionDriver:
         self.id = secrets.token_hex(8)
         self.audio: AudioInput | None = None
         self.session: StreamingSession | None = None
+        self.language: str | None = None  # an adapter checkpoint's language for this session
         self.finals = 0
         self.ended: str | None = None  # why no more audio is taken (stop, disconnect, timeout, ...)
         self.failure: Failure | None = None  # set when recognition itself failed
@@ -93,17 +96,19 @@ class SessionDriver:
             fmt = req.fmt.validate()
             config = self.settings.engine.with_options(req.options, self.settings.limits)
             phrases = _check_phrases(list(req.phrases), req.phrase_boost, self.settings.phrase_boost)
+            language = self._language(req.language)
         except AudioFormatError as exc:
             raise DriverError(exc.code, str(exc)) from None
         except ConfigError as exc:
             raise DriverError("invalid_option", str(exc)) from None
+        info = await self._language_info(language)
         cost = self.ctx.admission.session_cost(config)
         if cost.over_limit:
             raise DriverError("invalid_option", cost.message)
         if not self.ctx.admission.admit(self.id, cost.rate):
             raise DriverError("server_full", self.ctx.admission.refusal(), fatal=True, close_code=CLOSE_TRY_LATER)
         try:
-            rescorer = await self._compile_phrases(phrases, req.phrase_boost)
+            rescorer = await self._compile_phrases(phrases, req.phrase_boost, info)
         except ConfigError as exc:
             self.ctx.admission.release(self.id)
             raise DriverError("invalid_option", str(exc)) from None
@@ -113,7 +118,7 @@ class SessionDriver:
         if self.ended is not None:  # the client left while the phrases compiled
             self.ctx.admission.release(self.id)
             raise DriverError("not_started", "the connection closed during start")
-        info = self.ctx.info
+        self.language = language
         self.audio = AudioInput(fmt, info.sample_rate)
         self.session = StreamingSession(info, config, interim_results=req.interim_results, rescorer=rescorer)
         self._pump = asyncio.get_running_loop().create_task(self._pump_loop(), name=f"pump-{self.id}")
@@ -128,6 +133,7 @@ class SessionDriver:
             **self.ctx.compute_settings(),
             "interim_results": req.interim_results,
             "phrases": phrases,
+            "language": language or self.settings.model_language,
         }
         self.log(
             logging.INFO,
@@ -139,17 +145,53 @@ class SessionDriver:
             chunk_s=config.chunk_s,
             phrases=len(phrases),
             cost=round(cost.rate, 4),
+            **({"language": language} if language else {}),
         )
         await self.send(Ready(self.id, fields))
 
-    async def _compile_phrases(self, phrases: list[str], boost: float | None):  # type: ignore[no-untyped-def]
+    def _language(self, asked: str | None) -> str | None:
+        """The session's adapter language (None: a monolingual checkpoint); ConfigError if not allowed."""
+        adapters = self.ctx.adapters
+        if adapters is None:
+            served = self.settings.model_language
+            if asked is not None and match_language(asked, [served]) is None:
+                raise ConfigError(
+                    f"language {asked!r} is not served: this model transcribes {served!r}; allowed: {served}"
+                )
+            return None
+        if asked is None:
+            return adapters.default
+        found = match_language(asked, self.ctx.languages)
+        if found is None:
+            raise ConfigError(f"language {asked!r} is not served here; allowed: {language_list(self.ctx.languages)}")
+        return found
+
+    async def _language_info(self, language: str | None) -> ModelInfo:
+        """The ModelInfo the session decodes with: its language's (the adapter read on first use)."""
+        adapters = self.ctx.adapters
+        if adapters is None or language is None or language == adapters.default:
+            return self.ctx.info
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.ctx.cpu_pool, adapters.info, language)
+        except ModelLoadError as exc:
+            raise DriverError("invalid_option", f"language {language!r} cannot be loaded: {exc}") from None
+
+    def _model_input(self, win: Window) -> ModelInput:
+        """The window for the batcher, tagged with the session's language when it is not the model's default."""
+        adapters, inner = self.ctx.adapters, win.model_input
+        if adapters is None or self.language is None or self.language == adapters.default:
+            return inner
+        assert not isinstance(inner, LanguageInput)  # sessions cut plain or reuse windows
+        return LanguageInput(self.language, inner)
+
+    async def _compile_phrases(self, phrases: list[str], boost: float | None, info: ModelInfo):  # type: ignore[no-untyped-def]
         if not phrases:
             return None
         from ..phrase_rescore import PhraseRescorer
 
         loop = asyncio.get_running_loop()
         boost = self.settings.phrase_boost if boost is None else boost
-        return await loop.run_in_executor(self.ctx.cpu_pool, PhraseRescorer, self.ctx.info, phrases, boost)
+        return await loop.run_in_executor(self.ctx.cpu_pool, PhraseRescorer, info, phrases, boost)
 
     # ---------------------------------------------------------------- input
     def push(self, data: bytes) -> None:
@@ -314,7 +356,7 @@ class SessionDriver:
                 await self._work.wait()
                 continue
             self._busy = True
-            output = await batcher.infer(win.model_input)
+            output = await batcher.infer(self._model_input(win))
             if heavy:
                 await loop.run_in_executor(self.ctx.cpu_pool, session.accept, win, output)
             else:

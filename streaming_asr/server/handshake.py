@@ -78,7 +78,7 @@ def deepgram(request: web.Request, ctx: ServerContext) -> Handshake:
             )
         )
     try:
-        opts = parse_query(request.query, keyterms_of(list(request.query.items())), s.model_language)
+        opts = parse_query(request.query, keyterms_of(list(request.query.items())), s.model_language, ctx.languages)
     except QueryError as exc:
         return Handshake(
             refusal=json_response(

@@ -9,7 +9,6 @@ target over MAX_TARGET_BYTES is 414; methods the HTTP parser does not know at al
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import mimetypes
 import ssl
@@ -20,6 +19,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
+
+from .wire import json_text
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 STREAM_PATH = "/v1/stream"
@@ -38,7 +39,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,
-        text=json.dumps(body),
+        text=json_text(body),  # UTF-8 as it is (aiohttp sends charset=utf-8)
         content_type="application/json",
         headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", **(headers or {})},
     )

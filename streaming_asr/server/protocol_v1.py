@@ -28,10 +28,12 @@ from .wire import (
     Start,
     Stop,
     decode_json_text,
+    json_text,
 )
 
 ENGINE_OPTIONS = ("chunk_s", "left_context_s", "lookahead_s", "endpoint_silence_s", "max_segment_s")
 MAX_PING_ID_CHARS = 256
+MAX_LANGUAGE_CHARS = 32
 TYPES = "start, finalize, stop or ping"
 
 
@@ -79,24 +81,25 @@ class ProtocolV1:
 
     # ----------------------------------------------------------------- out
     def render(self, event: Outgoing) -> list[str]:
+        """Events as JSON text with UTF-8 as it is (no \\u escapes: text in any script stays readable)."""
         if isinstance(event, Final) and "audio_s" in event.extra:  # the session's last final
-            return [json.dumps({**event.to_dict(), "audio_s": event.extra["audio_s"]})]
+            return [json_text({**event.to_dict(), "audio_s": event.extra["audio_s"]})]
         if isinstance(event, (Partial, Final)):
-            return [json.dumps(event.to_dict())]
+            return [json_text(event.to_dict())]
         if isinstance(event, Ready):
             return [
-                json.dumps(
+                json_text(
                     {"type": "ready", "protocol": PROTOCOL_VERSION, "session_id": event.session_id, **event.fields}
                 )
             ]
         if isinstance(event, Closed):
             return [
-                json.dumps(
+                json_text(
                     {"type": "closed", "reason": event.reason, "audio_s": event.audio_s, "segments": event.segments}
                 )
             ]
         assert isinstance(event, Failure)
-        return [json.dumps({"type": "error", "code": event.code, "message": event.message, "fatal": event.fatal})]
+        return [json_text({"type": "error", "code": event.code, "message": event.message, "fatal": event.fatal})]
 
     def render_error(self, code: str, message: str) -> list[str]:
         """A fatal error before any session exists (server_full, shutting_down)."""
@@ -117,7 +120,7 @@ def _pong(msg: dict[str, Any]) -> Command:
         return Invalid(
             "invalid_message", f"ping 'id' must be a number or a string of at most {MAX_PING_ID_CHARS} characters"
         )
-    return Reply(json.dumps({"type": "pong", "id": pid}))
+    return Reply(json_text({"type": "pong", "id": pid}))
 
 
 def _parse_start(msg: dict[str, Any]) -> Command:
@@ -153,7 +156,10 @@ def _parse_start(msg: dict[str, Any]) -> Command:
     boost = msg.get("phrase_boost")
     if boost is not None and _number(boost) is None:
         return Invalid("invalid_option", f"phrase_boost must be a finite number, got {_show(boost)}")
-    return Start(PcmFormat(rate, encoding, channels), options, interim, tuple(phrases), _number(boost))
+    language = msg.get("language")
+    if language is not None and not (isinstance(language, str) and 0 < len(language) <= MAX_LANGUAGE_CHARS):
+        return Invalid("invalid_option", f"language must be a language code (a short string), got {_show(language)}")
+    return Start(PcmFormat(rate, encoding, channels), options, interim, tuple(phrases), _number(boost), language)
 
 
 def _number(value: Any) -> float | None:

@@ -71,7 +71,8 @@ async def _serve(args: argparse.Namespace, config: StreamConfig) -> int:
     log.info("port %d open while the model loads (readiness: loading)", placeholder.port)
     loop = asyncio.get_running_loop()
     loading: asyncio.Future[CtcModel] = loop.run_in_executor(
-        None, lambda: CtcModel.load(args.model, device=args.device, precision=model_precision(args))
+        None,
+        lambda: CtcModel.load(args.model, device=args.device, precision=model_precision(args), language=args.language),
     )
     stopped: asyncio.Future[Any] = asyncio.ensure_future(signals.stop.wait())
     try:

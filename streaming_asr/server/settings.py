@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..config import SERVE_DEFAULT, StreamConfig, StreamLimits
+from ..config import SERVE_DEFAULT, ConfigError, StreamConfig, StreamLimits
 from ..model.runtime import WorkerPlan
 
 
@@ -43,12 +44,14 @@ class ServerSettings:
     limits: StreamLimits = field(default_factory=StreamLimits)
     phrase_boost: float | None = None  # None: the phrase module's default
     model_language: str = "en"  # what the model transcribes: compatibility requests for others are refused
+    languages: tuple[str, ...] = ()  # adapter checkpoints: what `start` may ask for (empty: all it has)
     vosk_sample_rate: int = 8000  # vosk-server's default, for clients that send no config
     vosk_root: bool = False  # also serve the vosk protocol at / (vosk clients connect to ws://host:2700)
     max_upload_mb: float = 25.0  # POST /v1/audio/transcriptions: largest file, MiB (OpenAI's limit is 25 MB)
     max_upload_s: float = 3600.0  # longest decoded audio of one upload, seconds (bounds memory: ~230 MB/h)
     max_uploads: int = 2  # uploads transcribed at once; more get 429 (0: the endpoint is off)
     upload_window_s: float = 20.0  # new audio per upload window: 20 s is the CLI's chunking (identical text)
+    classifier_model: str | None = None  # POST /v1/classify: an audio-classification checkpoint (None: 404)
 
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
@@ -160,6 +163,14 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
         help="language the model transcribes; Deepgram/OpenAI requests for another are refused (%(default)s)",
     )
     p.add_argument(
+        "--languages",
+        default="",
+        metavar="A,B,C",
+        help="adapter checkpoints (e.g. facebook/mms-1b-all): comma-separated languages sessions may ask "
+        "for in 'start', plus --language, the default (default: --language alone if given, else every "
+        "language the checkpoint has)",
+    )
+    p.add_argument(
         "--vosk-sample-rate",
         type=int,
         default=d.vosk_sample_rate,
@@ -201,6 +212,13 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
         default=d.max_uploads,
         help="uploads transcribed at once, more get 429; 0 turns the endpoint off (%(default)s)",
     )
+    p.add_argument(
+        "--classifier-model",
+        default=None,
+        metavar="M",
+        help="audio-classification checkpoint (hub id or directory) for POST /v1/classify, e.g. "
+        "facebook/mms-lid-126; loaded at start, fp32 (default: none, the endpoint answers 404)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: WorkerPlan) -> ServerSettings:
@@ -230,13 +248,47 @@ def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: Wor
         max_session_cost=args.max_session_cost,
         engine=config,
         model_language=args.model_language,
+        languages=_languages(args),
         vosk_sample_rate=args.vosk_sample_rate,
         vosk_root=args.vosk_root,
         max_upload_mb=args.max_upload_mb,
         max_upload_s=args.max_upload_s,
         max_uploads=args.max_uploads,
         upload_window_s=args.upload_window,
+        classifier_model=args.classifier_model or None,
     )
+
+
+def _languages(args: argparse.Namespace) -> tuple[str, ...]:
+    given = tuple(code.strip() for code in (args.languages or "").split(",") if code.strip())
+    default = getattr(args, "language", None)
+    return given or ((default,) if default else ())
+
+
+def allowed_languages(
+    given: Sequence[str], checkpoint: Sequence[str], default: str | None, model: str
+) -> tuple[str, ...]:
+    """What `start` may ask for: `given` (--languages) as the checkpoint names them, with the default
+    language first; every language the checkpoint has when none is given; () for a monolingual
+    checkpoint. ConfigError for a language the checkpoint lacks (the message lists what it has)."""
+    from ..model.adapters import language_list, match_language
+
+    if not checkpoint:
+        if given:
+            raise ConfigError(
+                f"--languages: {model!r} has no per-language adapters (it transcribes one language: "
+                "see --model-language)"
+            )
+        return ()
+    allowed = [default] if default else []
+    for code in given:
+        found = match_language(code, checkpoint)
+        if found is None:
+            raise ConfigError(
+                f"--languages: {model!r} has no adapter for {code!r}; languages it has: {language_list(checkpoint)}"
+            )
+        allowed.append(found)
+    return tuple(dict.fromkeys(allowed)) if given else tuple(checkpoint)
 
 
 def _window(text: str) -> float:

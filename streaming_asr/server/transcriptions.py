@@ -194,16 +194,16 @@ async def read_form(request: web.Request, limit: int, opts: Options, idle_s: flo
         reader = await request.multipart()
         data: bytes | None = None
         total = 0
-        while (part := await _idle(reader.next(), idle_s)) is not None:
+        while (part := await read_or_timeout(reader.next(), idle_s)) is not None:
             if not isinstance(part, BodyPartReader):
                 raise ApiError(400, "nested multipart bodies are not supported", "invalid_request")
             if part.name == "file":
                 if data is not None:
                     raise ApiError(400, "send one file per request", "invalid_request", "file")
-                data, total = await _read_part(part, limit, total, limit + FORM_SLACK, _too_large(limit), idle_s)
+                data, total = await read_part(part, limit, total, limit + FORM_SLACK, _too_large(limit), idle_s)
                 continue
             name = part.name or ""
-            value, total = await _read_part(
+            value, total = await read_part(
                 part,
                 FIELD_LIMIT,
                 total,
@@ -227,12 +227,12 @@ async def read_form(request: web.Request, limit: int, opts: Options, idle_s: flo
     return Upload(opts, data, total)
 
 
-async def _read_part(
+async def read_part(
     part: BodyPartReader, part_limit: int, total: int, body_limit: int, over: ApiError, idle_s: float
 ) -> tuple[bytes, int]:
     """One part's bytes and the body's running count: `over` past `part_limit`, 413 past `body_limit`."""
     buf = bytearray()
-    while chunk := await _idle(part.read_chunk(READ_CHUNK), idle_s):
+    while chunk := await read_or_timeout(part.read_chunk(READ_CHUNK), idle_s):
         buf += chunk
         total += len(chunk)
         if total > body_limit:
@@ -242,7 +242,7 @@ async def _read_part(
     return bytes(buf), total
 
 
-async def _idle(read: Awaitable[T], idle_s: float) -> T:
+async def read_or_timeout(read: Awaitable[T], idle_s: float) -> T:
     try:
         return await asyncio.wait_for(read, idle_s)
     except TimeoutError:

@@ -12,12 +12,24 @@ vosk has no error message: refused input closes the socket (1008) with the reaso
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..audio import PcmFormat
 from ..events import Final, Partial
-from .wire import Answer, Audio, Closed, Command, Failure, Finalize, Invalid, Outgoing, Start, Stop, decode_json_text
+from .wire import (
+    Answer,
+    Audio,
+    Closed,
+    Command,
+    Failure,
+    Finalize,
+    Invalid,
+    Outgoing,
+    Start,
+    Stop,
+    decode_json_text,
+    json_text,
+)
 
 CONFIG_KEYS = ("sample_rate", "words", "phrase_list", "max_alternatives", "model", "nlsml", "partial_words")
 
@@ -110,7 +122,7 @@ class VoskCodec:
     def answer(self) -> list[str]:
         if self.pending:
             return [self._result()]
-        return [json.dumps({"partial": self.partial})]
+        return [json_text({"partial": self.partial})]
 
     def close_frame(self, code: int, reason: str) -> tuple[int, str]:
         return code, (self.refusal or reason)[:120]
@@ -120,7 +132,7 @@ class VoskCodec:
         finals, self.pending = self.pending, []
         text = " ".join(f.text.lower() for f in finals if f.text)
         if not text:
-            return json.dumps({"text": ""})
+            return json_text({"text": ""})
         body: dict[str, Any] = {}
         if self.words:
             body["result"] = [
@@ -134,4 +146,4 @@ class VoskCodec:
                 for w in f.words
             ]
         body["text"] = text
-        return json.dumps(body)
+        return json_text(body)

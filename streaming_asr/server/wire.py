@@ -33,6 +33,7 @@ class Start:
     interim_results: bool = True
     phrases: tuple[str, ...] = ()
     phrase_boost: float | None = None
+    language: str | None = None  # an adapter checkpoint's language (None: the server's default)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,20 @@ class Invalid:
 
 
 Command = Start | Audio | Finalize | Stop | Reply | Answer | Invalid
+
+
+def json_text(value: Any) -> str:
+    """`value` as JSON with non-ASCII text as it is (real UTF-8 on the wire, not \\u escapes).
+
+    A client's own strings (phrases, ids) may hold lone surrogates, which UTF-8 cannot encode:
+    such a message falls back to ASCII escapes, which is valid JSON all the same.
+    """
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
 
 
 def decode_json_text(data: bytes | str, max_bytes: int, fatal: bool = False) -> Any:

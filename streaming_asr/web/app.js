@@ -110,9 +110,10 @@ function updateCounts() {
 
 function renderPartial() {
   const text = partial ? partial.text : "";
-  const stable = partial ? Math.min(Math.max(0, partial.stable | 0), text.length) : 0;
-  ui.partialStable.textContent = text.slice(0, stable);
-  ui.partialRest.textContent = text.slice(stable);
+  const chars = Array.from(text); // `stable` counts Unicode code points (any script), not UTF-16 units
+  const stable = partial ? Math.min(Math.max(0, partial.stable | 0), chars.length) : 0;
+  ui.partialStable.textContent = chars.slice(0, stable).join("");
+  ui.partialRest.textContent = chars.slice(stable).join("");
   ui.partial.classList.toggle("empty", text === "");
   updatePlaceholder();
   autoscroll();

@@ -1,0 +1,1 @@
+"""What a checkpoint does besides transcribing: forced alignment, and more to come."""
