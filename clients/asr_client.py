@@ -122,7 +122,19 @@ class Pong:
     id: Any = None
 
 
-Event = Ready | Partial | Final | Error | Closed | Pong
+@dataclass(frozen=True)
+class LanguageDetected:
+    """``language: auto``: the language the server detected and decodes the session in; once,
+    before the session's first partial or final (``score`` is None on a ``fallback``)."""
+
+    language: str
+    score: float | None
+    label: str | None
+    detected_from_s: float
+    fallback: bool = False
+
+
+Event = Ready | Partial | Final | Error | Closed | Pong | LanguageDetected
 
 
 def parse_event(message: Mapping[str, Any]) -> Event | None:
@@ -172,6 +184,15 @@ def parse_event(message: Mapping[str, Any]) -> Event | None:
         )
     if kind == "pong":
         return Pong(message.get("id"))
+    if kind == "language":
+        score, label = message.get("score"), message.get("label")
+        return LanguageDetected(
+            str(message.get("language", "")),
+            None if score is None else float(score),
+            None if label is None else str(label),
+            float(message.get("detected_from_s", 0.0)),
+            bool(message.get("fallback", False)),
+        )
     return None
 
 
@@ -478,6 +499,7 @@ __all__ = [
     "Error",
     "Event",
     "Final",
+    "LanguageDetected",
     "Partial",
     "PhraseMatch",
     "Pong",

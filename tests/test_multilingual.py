@@ -393,3 +393,18 @@ def test_match_language() -> None:
         None,
     ]
     assert match_language("en-US", ("en",)) == match_language("eng", ("en",)) == "en"
+
+
+def test_download_keeps_every_language_adapter(adapter_dir: Path, tmp_path: Path) -> None:
+    """`streaming-asr download` of an adapter checkpoint saves every adapter.<lang> file, so the copy
+    serves the same languages."""
+    from streaming_asr.cli import main
+    from streaming_asr.model import CtcModel
+
+    out = tmp_path / "copy"
+    assert main(["download", str(adapter_dir), "--to", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("adapter.*.safetensors")) == sorted(
+        p.name for p in adapter_dir.glob("adapter.*.safetensors")
+    )
+    copy = CtcModel.load(str(out), device="cpu", precision="fp32")
+    assert copy.adapters is not None and set(copy.adapters.languages) == {"hin", "rus"}

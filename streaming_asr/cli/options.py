@@ -35,8 +35,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="ISO",
         help="adapter checkpoints (MMS, e.g. facebook/mms-1b-all): the language to load, e.g. fra; its "
-        "adapter and vocabulary are switched in (serve: the default for sessions that name none) "
-        "(default: the checkpoint's own)",
+        "adapter and vocabulary are switched in (serve: the default for sessions that name none); "
+        "auto: detected with --lid-model (default: the checkpoint's own)",
     )
 
 

@@ -10,12 +10,15 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
+from ..tasks.language_id import add_lid_args, is_auto, load_language
 from .options import add_engine_args, add_model_args, engine_config, model_precision, usable_config
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..model.encoder import Encoder
     from ..offline import Transcript
+    from ..tasks.language_id import Detection
 
 
 def register(sub: Any) -> None:
@@ -38,6 +41,7 @@ def register(sub: Any) -> None:
     )
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_model_args(t)
+    add_lid_args(t, serve=False)
     add_engine_args(t)
     t.set_defaults(handler=run)
 
@@ -55,9 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from ..offline import transcribe_offline, transcribe_streaming
 
     model = CtcModel.load(
-        args.model, device=args.device, threads=args.threads, precision=model_precision(args), language=args.language
+        args.model,
+        device=args.device,
+        threads=args.threads,
+        precision=model_precision(args),
+        language=load_language(args.language),
     )
     config = usable_config(model, config)
+    lid = _lid_model(args, model)
     if args.batch_size > 1:
         return _run_batched(args, model, config.endpoint_silence_s)
     status = 0
@@ -69,23 +78,57 @@ def run(args: argparse.Namespace) -> int:
             status = 1
             continue
         bar = _progress_bar(path, audio.size / model.info.sample_rate, args.no_progress)
+        forward, info, found = _file_language(args, model, lid, path, audio)
         if args.stream:
-            push = max(1, int(args.push_ms / 1000 * model.info.sample_rate))
+            push = max(1, int(args.push_ms / 1000 * info.sample_rate))
 
             def on_event(
                 _ev: object, t: float, bar: Any = bar, total_s: float = audio.size / model.info.sample_rate
             ) -> None:
                 bar(t / max(1e-9, total_s))
 
-            result = transcribe_streaming(model, model.info, audio, config, push, on_event=on_event)
+            result = transcribe_streaming(forward, info, audio, config, push, on_event=on_event)
         else:
-            result = transcribe_offline(model, model.info, audio, config.endpoint_silence_s, progress=bar)
+            result = transcribe_offline(forward, info, audio, config.endpoint_silence_s, progress=bar)
         bar(1.0, done=True)
-        _print_result(args, path, result)
+        _print_result(args, path, result, found)
     return status
 
 
-def _print_result(args: argparse.Namespace, path: str, result: Transcript) -> None:
+def _lid_model(args: argparse.Namespace, model: Any) -> Encoder | None:
+    """--language auto: the --lid-model encoder (ConfigError when the pair does not fit)."""
+    if not is_auto(args.language):
+        if args.lid_model:
+            raise ConfigError("--lid-model detects the language for --language auto; add --language auto")
+        return None
+    if not args.lid_model:
+        raise ConfigError("--language auto needs --lid-model M (a language-ID checkpoint, e.g. facebook/mms-lid-126)")
+    if model.adapters is None:
+        raise ConfigError(f"--language auto: {args.model!r} has no per-language adapters (it transcribes one language)")
+    if args.batch_size > 1:
+        raise ConfigError("--language auto picks each file's adapter: use it with --batch-size 1")
+    from ..model.encoder import Encoder
+
+    return Encoder.load(args.lid_model, "classify", device=str(model.device))
+
+
+def _file_language(
+    args: argparse.Namespace, model: Any, lid: Encoder | None, path: str, audio: np.ndarray
+) -> tuple[Any, Any, Detection | None]:
+    """(forward, ModelInfo, detection) for one file: in its detected language with --language auto."""
+    if lid is None:
+        return model, model.info, None
+    from ..tasks.language_id import detect_language, in_language
+
+    adapters = model.adapters
+    found = detect_language(lid, audio, model.info.sample_rate, adapters.languages, adapters.default, args.lid_seconds)
+    score = "no label names a language it has: the default" if found.fallback else f"score {found.score:.3f}"
+    print(f"streaming-asr: {path}: language {found.language} ({score}, from {found.seconds:g} s)", file=sys.stderr)
+    forward, info = in_language(model, found.language)
+    return forward, info, found
+
+
+def _print_result(args: argparse.Namespace, path: str, result: Transcript, found: Detection | None = None) -> None:
     if args.json:
         print(
             json.dumps(
@@ -94,6 +137,7 @@ def _print_result(args: argparse.Namespace, path: str, result: Transcript) -> No
                     "duration": round(result.duration_s, 3),
                     "text": result.text,
                     "segments": [f.to_dict() for f in result.finals],
+                    **({"language": found.language, "language_detection": found.to_dict()} if found else {}),
                 },
                 ensure_ascii=False,  # text in any script as it is (stdout is UTF-8: cli main)
             )

@@ -79,4 +79,23 @@ def download(name: str, target: str) -> str:
     out.mkdir(parents=True, exist_ok=True)
     processor.save_pretrained(out)
     model.save_pretrained(out)
+    if getattr(model.config, "adapter_attn_dim", None):  # MMS-style: the per-language adapters too
+        _copy_adapters(name, local, out)
     return str(out)
+
+
+def _copy_adapters(name: str, local: bool, out: Any) -> None:
+    """`adapter.<lang>.safetensors` files next to the saved model (save_pretrained writes only the active one)."""
+    import shutil
+    from pathlib import Path
+
+    if local:
+        for path in Path(os.path.expanduser(name)).glob("adapter.*.safetensors"):
+            shutil.copy(path, out / path.name)
+        return
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(name, allow_patterns=["adapter.*.safetensors"], local_dir=str(out))
+    except Exception as exc:  # noqa: BLE001 - the hub's own errors are many; the message says what is missing
+        raise ModelLoadError(f"saved {name!r} but not its language adapters: {exc}") from exc

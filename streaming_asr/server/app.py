@@ -39,6 +39,7 @@ from .http import (
     tls_context,
     token_ok,
 )
+from .language_id import lid_for
 from .metrics import Metrics
 from .model_routes import ModelRoutes
 from .settings import ServerSettings, allowed_languages
@@ -63,6 +64,7 @@ class ServerContext:
             self.adapters.default if self.adapters else None,
             info.name,
         )
+        self.lid = lid_for(settings, self.adapters)  # --lid-model for `language: auto` (loaded in prepare)
         init = None
         if settings.model_threads:
             from ..model.runtime import set_torch_threads
@@ -124,6 +126,8 @@ class AsrServer:
         """Model threads up and warmed (calibration runs default windows): what readiness waits for."""
         self.batcher.start()
         await self.model_routes.prepare()
+        if self.ctx.lid is not None:
+            await self.ctx.lid.load(str(getattr(self.batcher.forward, "device", "cpu")))
         await self.calibrate()
 
     async def listen(self, port: int | None = None) -> None:
@@ -245,6 +249,8 @@ class AsrServer:
             await self._runner.cleanup()
         await self.batcher.close()
         self.model_routes.close()
+        if self.ctx.lid is not None:
+            self.ctx.lid.close()
         self.ctx.cpu_pool.shutdown(wait=False, cancel_futures=True)
         log.info("server stopped")
 

@@ -33,7 +33,6 @@ from .wire import (
     Finalize,
     Invalid,
     Outgoing,
-    Ready,
     Stop,
     decode_json_text,
     json_text,
@@ -127,8 +126,7 @@ class DeepgramCodec:
             ]
         if isinstance(event, Failure):
             return self.render_error(event.code, event.message)
-        assert isinstance(event, Ready)
-        return []
+        return []  # Ready, LanguageDetected (no Deepgram message says them) and any event added later
 
     def render_error(self, code: str, message: str) -> list[str]:
         return [json_text({"type": "Error", "variant": code, "description": message, "code": code, "message": message})]

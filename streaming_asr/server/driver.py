@@ -16,7 +16,7 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,9 +24,10 @@ import numpy as np
 from ..audio import AudioFormatError, AudioInput
 from ..config import ConfigError
 from ..events import Final, Partial
-from ..model import LanguageInput, ModelInfo, ModelInput, ModelLoadError
-from ..model.adapters import language_list, match_language
+from ..model import LanguageInput, ModelInfo, ModelInput
 from ..session import StreamingSession, Window
+from ..tasks.language_id import AUTO
+from .language_id import Pending, language_info, session_language
 from .wire import (
     CLOSE_INTERNAL,
     CLOSE_MAX_SESSION,
@@ -58,7 +59,8 @@ class SessionDriver:
         self.id = secrets.token_hex(8)
         self.audio: AudioInput | None = None
         self.session: StreamingSession | None = None
-        self.language: str | None = None  # an adapter checkpoint's language for this session
+        self.language: str | None = None  # an adapter checkpoint's language for this session (AUTO: detecting)
+        self.pending: Pending | None = None  # `language: auto` until detected (server/language_id.py)
         self.finals = 0
         self.ended: str | None = None  # why no more audio is taken (stop, disconnect, timeout, ...)
         self.failure: Failure | None = None  # set when recognition itself failed
@@ -96,19 +98,20 @@ class SessionDriver:
             fmt = req.fmt.validate()
             config = self.settings.engine.with_options(req.options, self.settings.limits)
             phrases = _check_phrases(list(req.phrases), req.phrase_boost, self.settings.phrase_boost)
-            language = self._language(req.language)
+            language = session_language(self.ctx, req.language)
         except AudioFormatError as exc:
             raise DriverError(exc.code, str(exc)) from None
         except ConfigError as exc:
             raise DriverError("invalid_option", str(exc)) from None
-        info = await self._language_info(language)
+        info = await language_info(self.ctx, language)  # auto: the default's until detected
         cost = self.ctx.admission.session_cost(config)
         if cost.over_limit:
             raise DriverError("invalid_option", cost.message)
         if not self.ctx.admission.admit(self.id, cost.rate):
             raise DriverError("server_full", self.ctx.admission.refusal(), fatal=True, close_code=CLOSE_TRY_LATER)
+        auto = language == AUTO  # phrases are compiled for the detected language
         try:
-            rescorer = await self._compile_phrases(phrases, req.phrase_boost, info)
+            rescorer = None if auto else await self._compile_phrases(phrases, req.phrase_boost, info)
         except ConfigError as exc:
             self.ctx.admission.release(self.id)
             raise DriverError("invalid_option", str(exc)) from None
@@ -121,6 +124,8 @@ class SessionDriver:
         self.language = language
         self.audio = AudioInput(fmt, info.sample_rate)
         self.session = StreamingSession(info, config, interim_results=req.interim_results, rescorer=rescorer)
+        if auto:
+            self.pending = Pending.create(self.ctx, config, req.interim_results, phrases, req.phrase_boost)
         self._pump = asyncio.get_running_loop().create_task(self._pump_loop(), name=f"pump-{self.id}")
         fields = {
             "model": info.name,
@@ -148,33 +153,6 @@ class SessionDriver:
             **({"language": language} if language else {}),
         )
         await self.send(Ready(self.id, fields))
-
-    def _language(self, asked: str | None) -> str | None:
-        """The session's adapter language (None: a monolingual checkpoint); ConfigError if not allowed."""
-        adapters = self.ctx.adapters
-        if adapters is None:
-            served = self.settings.model_language
-            if asked is not None and match_language(asked, [served]) is None:
-                raise ConfigError(
-                    f"language {asked!r} is not served: this model transcribes {served!r}; allowed: {served}"
-                )
-            return None
-        if asked is None:
-            return adapters.default
-        found = match_language(asked, self.ctx.languages)
-        if found is None:
-            raise ConfigError(f"language {asked!r} is not served here; allowed: {language_list(self.ctx.languages)}")
-        return found
-
-    async def _language_info(self, language: str | None) -> ModelInfo:
-        """The ModelInfo the session decodes with: its language's (the adapter read on first use)."""
-        adapters = self.ctx.adapters
-        if adapters is None or language is None or language == adapters.default:
-            return self.ctx.info
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.ctx.cpu_pool, adapters.info, language)
-        except ModelLoadError as exc:
-            raise DriverError("invalid_option", f"language {language!r} cannot be loaded: {exc}") from None
 
     def _model_input(self, win: Window) -> ModelInput:
         """The window for the batcher, tagged with the session's language when it is not the model's default."""
@@ -262,7 +240,7 @@ class SessionDriver:
         while (
             self.session is not None
             and not self._done.is_set()
-            and (self._inbox or self._busy or self.session.next_window_ready(1))
+            and ((self._inbox and not self._holding) or self._busy or self.session.next_window_ready(1))
         ):
             self._progress.clear()
             await self._progress.wait()
@@ -300,8 +278,15 @@ class SessionDriver:
         self.on_failure = None
 
     # ----------------------------------------------------------------- pump
+    @property
+    def _holding(self) -> bool:
+        """An auto session waiting for more audio before it detects: nothing to compute yet."""
+        return self.pending is not None and not self.pending.ready(self._inbox)
+
     async def _pump_loop(self) -> None:
         try:
+            if self.pending is not None:
+                await self._detect_language()
             await self._pump_windows()
         except asyncio.CancelledError:
             raise
@@ -316,6 +301,20 @@ class SessionDriver:
         finally:
             self._done.set()
             self._progress.set()
+
+    async def _detect_language(self) -> None:
+        """Hold the audio until the LID window is in (or the stream ends), detect, then decode all of
+        it from sample 0 in that language; the `language` event goes out first (server/language_id.py)."""
+        pending = self.pending
+        assert pending is not None
+        while not pending.ready(self._inbox):
+            self._progress.set()
+            self._work.clear()
+            await self._work.wait()
+        found, self.session = await pending.open(self.ctx, pending.audio(self._inbox), self._compile_phrases)
+        self.language, self.pending = found.language, None
+        self.log(logging.INFO, "language", **asdict(found))
+        await self.send(found)
 
     def _apply_inbox(self) -> None:
         session = self.session

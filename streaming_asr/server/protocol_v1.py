@@ -8,6 +8,7 @@ its documented code), never an exception.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
@@ -22,6 +23,7 @@ from .wire import (
     Failure,
     Finalize,
     Invalid,
+    LanguageDetected,
     Outgoing,
     Ready,
     Reply,
@@ -98,6 +100,8 @@ class ProtocolV1:
                     {"type": "closed", "reason": event.reason, "audio_s": event.audio_s, "segments": event.segments}
                 )
             ]
+        if isinstance(event, LanguageDetected):
+            return [json_text({"type": "language", **dataclasses.asdict(event)})]
         assert isinstance(event, Failure)
         return [json_text({"type": "error", "code": event.code, "message": event.message, "fatal": event.fatal})]
 

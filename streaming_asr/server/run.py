@@ -20,6 +20,7 @@ from ..batcher import ForwardFn
 from ..config import StreamConfig
 from ..model import CtcModel, ModelInfo
 from ..model.runtime import plan_workers
+from ..tasks.language_id import load_language
 from .app import AsrServer
 from .http import STREAM_PATH, tls_context
 from .loading import LoadingPlaceholder
@@ -72,7 +73,9 @@ async def _serve(args: argparse.Namespace, config: StreamConfig) -> int:
     loop = asyncio.get_running_loop()
     loading: asyncio.Future[CtcModel] = loop.run_in_executor(
         None,
-        lambda: CtcModel.load(args.model, device=args.device, precision=model_precision(args), language=args.language),
+        lambda: CtcModel.load(
+            args.model, device=args.device, precision=model_precision(args), language=load_language(args.language)
+        ),
     )
     stopped: asyncio.Future[Any] = asyncio.ensure_future(signals.stop.wait())
     try:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..config import SERVE_DEFAULT, ConfigError, StreamConfig, StreamLimits
 from ..model.runtime import WorkerPlan
+from ..tasks.language_id import add_lid_args, is_auto
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class ServerSettings:
     max_uploads: int = 2  # uploads transcribed at once; more get 429 (0: the endpoint is off)
     upload_window_s: float = 20.0  # new audio per upload window: 20 s is the CLI's chunking (identical text)
     classifier_model: str | None = None  # POST /v1/classify: an audio-classification checkpoint (None: 404)
+    lid_model: str | None = None  # adapter checkpoints: language ID for `language: auto` sessions (language_id.py)
+    lid_seconds: float = 3.0  # audio an auto session's language is detected from (0.5-30)
+    auto_language: bool = False  # sessions that name no language detect it (--language auto; needs lid_model)
 
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
@@ -219,6 +223,7 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
         help="audio-classification checkpoint (hub id or directory) for POST /v1/classify, e.g. "
         "facebook/mms-lid-126; loaded at start, fp32 (default: none, the endpoint answers 404)",
     )
+    add_lid_args(p, serve=True)
 
 
 def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: WorkerPlan) -> ServerSettings:
@@ -256,12 +261,16 @@ def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: Wor
         max_uploads=args.max_uploads,
         upload_window_s=args.upload_window,
         classifier_model=args.classifier_model or None,
+        lid_model=args.lid_model or None,
+        lid_seconds=args.lid_seconds,
+        auto_language=is_auto(getattr(args, "language", None)),
     )
 
 
 def _languages(args: argparse.Namespace) -> tuple[str, ...]:
     given = tuple(code.strip() for code in (args.languages or "").split(",") if code.strip())
     default = getattr(args, "language", None)
+    default = None if is_auto(default) else default
     return given or ((default,) if default else ())
 
 

@@ -137,7 +137,19 @@ class Failure:
     close_code: int = 1008
 
 
-Outgoing = Ready | Partial | Final | Closed | Failure
+@dataclass(frozen=True)
+class LanguageDetected:
+    """`language: auto`: the language the session is decoded in, sent once before its first partial
+    or final (server/language_id.py). Codecs without such a message render nothing."""
+
+    language: str
+    score: float | None  # the LID probability of `label`; None on a fallback
+    label: str | None  # the LID model's label that named `language` (its top label on a fallback)
+    detected_from_s: float  # seconds of audio it was detected from
+    fallback: bool = False  # no LID label named a served language: the default language is used
+
+
+Outgoing = Ready | Partial | Final | Closed | Failure | LanguageDetected
 
 
 class Codec(Protocol):
