@@ -15,7 +15,7 @@ import numpy as np
 
 from .adapters import Adapters
 from .checkpoint import load_pretrained
-from .families import front_end
+from .families import family_of, front_end
 from .info import DEFAULT_MODEL, ModelInfo, ModelLoadError, info_from, info_from_config
 from .inputs import ModelInput, ModelOutput, ReuseInput, batch_key
 from .precision import PrecisionError, apply_precision, resolve_precision, torch_dtype
@@ -23,8 +23,6 @@ from .runtime import HeapTrimmer, bound_kernel_caches
 
 if TYPE_CHECKING:
     from .reuse import ReuseForward
-
-PADDING_EXACT = ("wav2vec2", "hubert", "wavlm")  # model types whose masked padded batch equals each item alone
 
 
 class CtcModel:
@@ -132,14 +130,14 @@ class CtcModel:
         """Padding with an attention mask leaves each item's output as it is alone (to float tolerance).
 
         True for layer-norm feature encoders (`feat_extract_norm="layer"`, the checkpoints whose
-        feature extractor returns attention masks) of the families in PADDING_EXACT: nothing there mixes
-        time steps but masked attention and the positional convolution, which sees zeros past the end
-        either way. A group-norm encoder (base-960h) normalises conv-0 over the whole input, padding
+        feature extractor returns attention masks) of the families marked `masked_padding` (families.py):
+        nothing there mixes time steps but masked attention and the positional convolution, which sees
+        zeros past the end either way. A group-norm encoder (base-960h) normalises conv-0 over the whole input, padding
         included, so it must never be padded; nor data2vec-audio and the conformers, whose stacked
         positional / per-layer convolutions read the padded frames after they stop being zeros.
         """
         config = self.model.config
-        return config.model_type in PADDING_EXACT and getattr(config, "feat_extract_norm", None) == "layer"
+        return family_of(config).masked_padding and getattr(config, "feat_extract_norm", None) == "layer"
 
     def forward_padded(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Plain windows of any lengths in one forward: zero-padded after normalisation (as the HF

@@ -39,12 +39,13 @@ class Family:
     state_reuse: bool  # reuse.py's transformer state reuse runs this family's layers as the HF model does
     adapter_padding: str  # how its CTC adapter's convolutions pad: "one" (1 sample) or "half-stride"
     note: str  # why a reuse path is missing, or what is special (logs, README)
+    masked_padding: bool = False  # a masked, zero-padded batch equals each item alone (layer-norm CNN only)
 
 
 FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (
-        Family("wav2vec2", "wav2vec2", "waveform", True, True, "one", "post-LN (base) and pre-LN (large) layers"),
+        Family("wav2vec2", "wav2vec2", "waveform", True, True, "one", "post-LN (base) and pre-LN (large) layers", True),
         Family(
             "hubert",
             "HuBERT",
@@ -54,6 +55,7 @@ FAMILIES: dict[str, Family] = {
             "one",
             "wav2vec2's layers; its feature projection returns a tensor, optional batch norm before the "
             "positional convolution",
+            masked_padding=True,
         ),
         Family(
             "data2vec-audio",
@@ -74,6 +76,7 @@ FAMILIES: dict[str, Family] = {
             "one",
             "state reuse refused: attention adds a gated relative position bias (gates from each layer's "
             "hidden states) that reuse.py's plain key/value attention does not compute",
+            masked_padding=True,
         ),
         Family(
             "wav2vec2-conformer",

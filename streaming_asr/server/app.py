@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from .. import PROTOCOL_VERSION, __version__
 from ..batcher import Batcher, ForwardFn
 from ..model import ModelInfo
 from ..model.adapters import Adapters
@@ -28,26 +27,25 @@ from .admission import Admission
 from .connection import WsConnection
 from .http import (
     MAX_LINE_BYTES,
+    RETRY_AFTER_S,
     STREAM_PATH,
     add_routes,
     error_response,
     guard,
     install_log_filter,
-    json_response,
     origin_ok,
     page,
     tls_context,
-    token_ok,
 )
 from .language_id import lid_for
 from .metrics import Metrics
 from .model_routes import ModelRoutes
+from .probes import Probes
 from .settings import ServerSettings, allowed_languages
 from .transcriptions import Transcriptions
 from .wire import CLOSE_GOING_AWAY, CLOSE_TRY_LATER
 
 log = logging.getLogger("streaming_asr.server")
-RETRY_AFTER_S = 5  # what a refused handshake or a failing readiness probe suggests
 REFUSALS = {400: "bad_request", 401: "unauthorized", 403: "forbidden_origin"}  # handshake statuses -> reason
 
 
@@ -111,6 +109,7 @@ class AsrServer:
         self._stopping = False
         self._draining = False
         self._drain_cut = asyncio.Event()
+        self.probes = Probes(self)
         self.model_routes = ModelRoutes(self.ctx, lambda: self._stopping or self._draining)
 
     @property
@@ -160,11 +159,11 @@ class AsrServer:
             ("GET", STREAM_PATH, self._stream),
             ("GET", "/v1/listen", self._deepgram),
             ("GET", "/vosk", self._vosk),
-            ("GET", "/health", self._health),
-            ("GET", "/health/live", self._live),
-            ("GET", "/health/ready", self._ready),
-            ("GET", "/metrics", self._metrics),
-            ("GET", "/v1/auth", self._auth),
+            ("GET", "/health", self.probes.health),
+            ("GET", "/health/live", self.probes.live),
+            ("GET", "/health/ready", self.probes.ready),
+            ("GET", "/metrics", self.probes.metrics),
+            ("GET", "/v1/auth", self.probes.auth),
             ("GET", "/", self._root),
             ("GET", "/{name}", page),
             (
@@ -255,54 +254,7 @@ class AsrServer:
         log.info("server stopped")
 
     def status(self) -> dict[str, Any]:
-        started = sum(1 for c in self.connections if c.driver.started)
-        return {
-            "status": "stopping" if self._stopping else "draining" if self._draining else "ok",
-            "protocol": PROTOCOL_VERSION,
-            "version": __version__,
-            "model": self.info.name,
-            "sessions": started,
-            "connections": len(self.connections),
-            "max_sessions": self.settings.max_sessions,
-            "unstarted": len(self.connections) - started,
-            "max_unstarted": self.settings.max_unstarted,
-            "queue_depth": self.batcher.queue_depth,
-            **self.ctx.compute_settings(),
-            "model_workers": self.settings.model_workers,
-            "capacity": self.ctx.admission.as_dict(),
-            "uptime_s": round(time.monotonic() - self.started, 1),
-            "batching": self.batcher.stats.as_dict(),
-        }
-
-    # ---------------------------------------------------------------- HTTP
-    async def _health(self, request: web.Request) -> web.Response:
-        return json_response(200, self.status())
-
-    async def _live(self, request: web.Request) -> web.Response:
-        """Liveness: the process serves HTTP (a probe that restarts it on failure)."""
-        return json_response(200, {"status": "live"})
-
-    async def _ready(self, request: web.Request) -> web.Response:
-        """Readiness: 200 while new sessions are welcome; 503 with the reason while draining or full."""
-        reason = None
-        if self.draining:
-            reason = "draining"
-        elif self._full() is not None:
-            reason = "full"
-        if reason:
-            return json_response(503, {"ready": False, "reason": reason}, {"Retry-After": str(RETRY_AFTER_S)})
-        return json_response(200, {"ready": True})
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        """Prometheus text exposition; `--metrics-token` guards it when set (like /health, open otherwise)."""
-        expected = self.settings.metrics_token
-        if expected and not token_ok(request, expected):
-            return error_response(401, "unauthorized", "missing or wrong metrics token", {"WWW-Authenticate": "Bearer"})
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
-
-    async def _auth(self, request: web.Request) -> web.Response:
-        ok = token_ok(request, self.settings.token)
-        return json_response(200 if ok else 401, {"ok": ok, "token_required": bool(self.settings.token)})
+        return self.probes.status()
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         return await self._websocket(request, handshake.v1)
@@ -340,7 +292,7 @@ class AsrServer:
             return error_response(
                 403, "forbidden_origin", "this Origin may not open sessions here (see --allowed-origins)"
             )
-        full = self._full()
+        full = self.full_reason()
         if (
             full is not None
         ):  # also before the upgrade: a balancer retries another replica (the page asks /health/ready)
@@ -380,7 +332,7 @@ class AsrServer:
             self.connections.discard(conn)
         return ws
 
-    def _full(self) -> str | None:
+    def full_reason(self) -> str | None:
         """Why one more session would not fit now (the cap, unstarted connections, capacity), or None."""
         s = self.settings
         if len(self.connections) >= s.max_sessions:
@@ -393,7 +345,7 @@ class AsrServer:
         return None
 
     def _refusal(self) -> tuple[str, str, int] | None:
-        """After the upgrade (handshakes racing past `_full`): refused in the protocol's own words."""
+        """After the upgrade (handshakes racing past `full_reason`): refused in the protocol's own words."""
         if self._stopping:
             return "shutting_down", "server is stopping", CLOSE_GOING_AWAY
         s = self.settings

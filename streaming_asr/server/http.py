@@ -45,6 +45,9 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
     )
 
 
+RETRY_AFTER_S = 5  # what a refused handshake or a failing readiness probe suggests
+
+
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return json_response(status, {"error": code, "message": message}, headers)
 
