@@ -20,23 +20,24 @@ window, so the model computes only the new frames (see model/reuse.py). The wind
 spans the left context: the CNN's GroupNorm statistics are taken over all of it.
 
 Model calls happen outside: `next_window()` hands out a window, the caller runs the model (alone
-or batched with other sessions) and gives the log-probs back with `accept()`. Events collect in an
-outbox read with `pop_events()`.
+or batched with other sessions) and gives the log-probs back with `accept()`. What the committed
+frames say (greedy decoding, endpointing, partials and finals) is the Segmenter's (segmenter.py);
+its events collect in an outbox read with `pop_events()`.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 import numpy as np
 
 from .config import FrameGeometry, StreamConfig
-from .ctc import GreedyDecoder, Token, frame_argmax, tokens_to_words, words_text
-from .events import Event, Final, Partial, PhraseResult, WordResult
+from .events import Event
 from .model import FrameCache, ModelInfo, ModelInput, ModelOutput, ReuseInput
+from .segmenter import Segmenter, _Segment
+from .segmenter import SegmentRescorer as SegmentRescorer
 
 
 class SessionError(RuntimeError):
@@ -78,18 +79,40 @@ class Window:
         )
 
 
-class SegmentRescorer(Protocol):
-    """Re-decodes a closed segment's log-probs (phrase biasing); returns tokens and phrase matches."""
+class _SampleBuffer:
+    """The stream's samples from `start` on, so a window can be cut on the frame grid and old audio dropped."""
 
-    def rescore(self, log_probs: np.ndarray, first_frame: int) -> tuple[list[Token], list[PhraseResult]]: ...
+    def __init__(self) -> None:
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._pending: list[np.ndarray] = []  # joined lazily: pushing 1 sample at a time stays O(n)
+        self.start = 0  # stream sample index of _buf[0]
 
+    @property
+    def size(self) -> int:
+        return self._buf.size + sum(p.size for p in self._pending)
 
-@dataclass
-class _Segment:
-    index: int
-    start_frame: int
-    decoder: GreedyDecoder
-    logp: list[tuple[int, np.ndarray]] = field(default_factory=list)  # kept only when rescoring
+    def append(self, samples: np.ndarray) -> None:
+        self._pending.append(samples.copy())
+
+    def cut(self, start: int, end: int) -> np.ndarray:
+        """Stream samples [start, end); they must still be held."""
+        if self._pending:
+            self._buf = np.concatenate([self._buf, *self._pending])
+            self._pending = []
+        lo, hi = start - self.start, end - self.start
+        if lo < 0 or hi > self._buf.size:
+            raise SessionError("window outside the buffered audio")  # cannot happen: buffer invariant
+        return self._buf[lo:hi]
+
+    def drop_before(self, keep_from: int) -> None:
+        drop = keep_from - self.start
+        if drop > 0:
+            self._buf = self._buf[drop:].copy()
+            self.start = keep_from
+
+    def clear(self) -> None:
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._pending = []
 
 
 class StreamingSession:
@@ -107,26 +130,30 @@ class StreamingSession:
         self.config = (config or StreamConfig()).validate()
         self.geo = FrameGeometry.of(self.config, info.frame_seconds)
         self.interim_results = interim_results
-        self.rescorer = rescorer
         self.on_commit = on_commit  # sees every committed (first_frame, log_probs) piece: tests, benches
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._pending: list[np.ndarray] = []
-        self._buf_start = 0  # stream sample index of _buf[0]
+        self._samples = _SampleBuffer()
         self.total_samples = 0
         self.next_frame = 0
         self._in_flight: Window | None = None
         self._flushes: deque[tuple[int, str]] = deque()  # (cut sample, reason), oldest first
         self._closed = False
-        self._seg = _Segment(0, 0, GreedyDecoder(info.blank_id))
-        self._last_speech_end: int | None = None  # frame after the last letter of the open segment
-        self._outbox: list[Event] = []
+        self.segmenter = Segmenter(info, self.geo, rescorer)  # decoding, endpointing, partials and finals
         self._cache: FrameCache | None = None  # reuse: model state of the last `left` committed frames
         self._ahead: FrameCache | None = None  # look-ahead reuse: projected features of frames from next_frame
-        self._last_partial: tuple[int, str] | None = None
-        letters = [
-            not (t.startswith("<") and t.endswith(">")) and i != info.delimiter_id for i, t in enumerate(info.vocab)
-        ]
-        self._is_letter: Callable[[int], bool] = lambda tid: letters[tid]
+
+    @property
+    def rescorer(self) -> SegmentRescorer | None:
+        """Phrase rescoring at finals; lives in the segmenter, kept here for callers of the session."""
+        return self.segmenter.rescorer
+
+    @rescorer.setter
+    def rescorer(self, rescorer: SegmentRescorer | None) -> None:
+        self.segmenter.rescorer = rescorer
+
+    @property
+    def _seg(self) -> _Segment:
+        """The open segment (tests peek at its decoder)."""
+        return self.segmenter.segment
 
     # ----------------------------------------------------------------- input
     def push(self, samples: np.ndarray) -> None:
@@ -135,7 +162,7 @@ class StreamingSession:
             raise SessionError("push() after finish()")
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if samples.size:
-            self._pending.append(samples.copy())  # joined lazily: pushing 1 sample at a time stays O(n)
+            self._samples.append(samples)
             self.total_samples += samples.size
 
     def finalize(self, reason: str = "finalize") -> None:
@@ -162,7 +189,7 @@ class StreamingSession:
     @property
     def buffered_samples(self) -> int:
         """Samples held in memory (bounded by the window size plus unprocessed input)."""
-        return self._buf.size + sum(p.size for p in self._pending)
+        return self._samples.size
 
     @property
     def backlog_seconds(self) -> float:
@@ -185,15 +212,8 @@ class StreamingSession:
         if plan is None:
             return None
         own_end, tail_end, forced, end_sample = plan
-        if self._pending:
-            self._buf = np.concatenate([self._buf, *self._pending])
-            self._pending = []
         first = max(0, self.next_frame - self.geo.left)
-        start = first * self.info.frame_stride - self._buf_start
-        end = end_sample - self._buf_start
-        if start < 0 or end > self._buf.size:
-            raise SessionError("window outside the buffered audio")  # cannot happen: buffer invariant
-        audio = self.info.normalize(self._buf[start:end])
+        audio = self.info.normalize(self._samples.cut(first * self.info.frame_stride, end_sample))
         reuse = self.config.reuse
         if reuse == "recompute":
             win = Window(audio, first, self.next_frame, own_end, tail_end, forced)
@@ -256,14 +276,16 @@ class StreamingSession:
             raise SessionError(f"model gave {log_probs.shape[0]} frames, window expects {window.num_frames}")
         off = window.first_frame
         owned = log_probs[window.own_start - off : window.own_end - off]
-        self._commit(window.own_start, owned)
+        if self.on_commit is not None:
+            self.on_commit(window.own_start, owned)
+        self.segmenter.commit(window.own_start, owned)
         self.next_frame = window.own_end
         self._trim_buffer()
         cut = self._cut_frame()
         if not self._maybe_complete_flush() and self.interim_results:
             tail_end = window.tail_end if cut is None else min(window.tail_end, cut)
             tail = log_probs[window.own_end - off : max(window.own_end, tail_end) - off]
-            self._emit_partial(tail, window.own_end)
+            self.segmenter.partial(tail, window.own_end)
 
     def run(self, forward: Callable[[Sequence[ModelInput]], list[ModelOutput]], max_chunks: int = 1) -> list[Event]:
         """Convenience driver: run every ready window through `forward`, return the events."""
@@ -292,106 +314,14 @@ class StreamingSession:
         self._cache = FrameCache.join(pieces)
 
     def pop_events(self) -> list[Event]:
-        out, self._outbox = self._outbox, []
-        return out
-
-    # ------------------------------------------------------------ stitching
-    def _commit(self, first_frame: int, owned: np.ndarray) -> None:
-        if self.on_commit is not None:
-            self.on_commit(first_frame, owned)
-        ids, probs = frame_argmax(owned)
-        seg = self._seg
-        n_before = len(seg.decoder.tokens)
-        seg.decoder.feed(first_frame, ids, probs)
-        if self.rescorer is not None and owned.shape[0]:
-            seg.logp.append((first_frame, owned))
-        self._endpoint_gaps(n_before)
-        end = first_frame + owned.shape[0]
-        self._endpoint_trailing(end)
-        self._endpoint_max_length(end)
-
-    def _endpoint_gaps(self, n_before: int) -> None:
-        """Silence endpoints inside the newly committed frames: a long gap before a new letter."""
-        g = self.geo
-        i = max(0, n_before - 1)
-        while i < len(self._seg.decoder.tokens):
-            tok = self._seg.decoder.tokens[i]
-            if self._is_letter(tok.id):
-                if g.endpoint and self._last_speech_end is not None and tok.start - self._last_speech_end >= g.endpoint:
-                    rest = self._seg.decoder.split(i)
-                    self._close_segment("silence", cut_frame=tok.start, rest=rest)
-                    self._last_speech_end = None
-                    i = 0
-                    continue
-                self._last_speech_end = tok.end + 1
-            i += 1
-
-    def _endpoint_trailing(self, end: int) -> None:
-        g = self.geo
-        if self._last_speech_end is None:
-            # no speech yet in this segment: slide its start so silence never counts toward max length
-            self._seg.start_frame = end
-            self._seg.decoder.tokens.clear()
-            self._seg.logp.clear()
-            return
-        if g.endpoint and end - self._last_speech_end >= g.endpoint:
-            self._close_segment("silence", cut_frame=end)
-
-    def _endpoint_max_length(self, end: int) -> None:
-        seg = self._seg
-        if end - seg.start_frame < self.geo.max_segment:
-            return
-        tokens = seg.decoder.tokens
-        cut = next((i for i in range(len(tokens) - 1, 0, -1) if tokens[i].id == self.info.delimiter_id), None)
-        if cut is None or not any(self._is_letter(t.id) for t in tokens[:cut]):
-            self._close_segment("max_length", cut_frame=end)
-            return
-        rest = seg.decoder.split(cut + 1)
-        self._close_segment("max_length", cut_frame=tokens[cut].end + 1, rest=rest)
-
-    def _close_segment(self, reason: str, cut_frame: int, rest: GreedyDecoder | None = None) -> None:
-        """Emit the open segment's final; the next segment starts at `cut_frame` with `rest`'s tokens."""
-        seg = self._seg
-        tokens = seg.decoder.tokens
-        phrases: list[PhraseResult] | None = None
-        if self.rescorer is not None:
-            logp = _slice_frames(seg.logp, seg.start_frame, cut_frame)
-            if logp.shape[0]:
-                tokens, phrases = self.rescorer.rescore(logp, seg.start_frame)
-            else:
-                phrases = []
-        words = tokens_to_words(tokens, self.info.vocab, self.info.delimiter_id)
-        fs = self.info.frame_seconds
-        if words:
-            start, end = words[0].start_frame * fs, words[-1].end_frame * fs
-        else:
-            start = end = cut_frame * fs
-        self._outbox.append(
-            Final(
-                segment=seg.index,
-                text=words_text(words),
-                start=start,
-                end=end,
-                reason=reason,
-                words=tuple(WordResult(w.text, w.start_frame * fs, w.end_frame * fs, w.confidence) for w in words),
-                phrases=tuple(phrases) if phrases is not None else None,
-            )
-        )
-        decoder = rest if rest is not None else GreedyDecoder(self.info.blank_id, [], seg.decoder.prev_id)
-        new = _Segment(seg.index + 1, cut_frame, decoder)
-        if self.rescorer is not None:
-            new.logp = [(cut_frame, _slice_frames(seg.logp, cut_frame, None))] if rest is not None else []
-        self._seg = new
-        letters = [t for t in decoder.tokens if self._is_letter(t.id)]
-        self._last_speech_end = letters[-1].end + 1 if letters else None
-        self._last_partial = None
+        return self.segmenter.pop_events()
 
     def _maybe_complete_flush(self) -> bool:
         """Close the segment(s) whose flush cut has been reached by the committed frames."""
         done = False
         while self._flushes and self._in_flight is None and self._cut_frame() <= self.next_frame:  # type: ignore[operator]
             _, reason = self._flushes.popleft()
-            self._close_segment(reason, cut_frame=self.next_frame)
+            self.segmenter.close(reason, cut_frame=self.next_frame)
             done = True
         if done:
             self._release_if_done()
@@ -403,65 +333,9 @@ class StreamingSession:
         (a server's connection objects can stay alive until the cyclic garbage collector runs)."""
         if self._closed and not self._flushes and self._in_flight is None:
             self._cache = self._ahead = None
-            self._buf = np.zeros(0, dtype=np.float32)
-            self._pending = []
-            self._seg.logp = []
-
-    def _emit_partial(self, tail: np.ndarray, tail_first: int) -> None:
-        words = tokens_to_words(self._seg.decoder.tokens, self.info.vocab, self.info.delimiter_id)
-        committed = words_text(words)
-        text = committed
-        if tail.shape[0]:
-            dec = self._seg.decoder.copy()
-            ids, probs = frame_argmax(tail)
-            dec.feed(tail_first, ids, probs)
-            words = tokens_to_words(dec.tokens, self.info.vocab, self.info.delimiter_id)
-            text = words_text(words)
-        if not text and self._last_partial is None:
-            return
-        key = (self._seg.index, text)
-        if key == self._last_partial:
-            return
-        self._last_partial = key
-        stable = _common_prefix(committed, text)
-        fs = self.info.frame_seconds
-        self._outbox.append(
-            Partial(
-                self._seg.index,
-                text,
-                stable,
-                (tail_first + tail.shape[0]) * fs,
-                tuple(WordResult(w.text, w.start_frame * fs, w.end_frame * fs, w.confidence) for w in words),
-            )
-        )
+            self._samples.clear()
+            self.segmenter.release()
 
     def _trim_buffer(self) -> None:
         """Drop audio no future window needs (bounded memory however long the stream)."""
-        first = max(0, self.next_frame - self.geo.left)
-        keep_from = first * self.info.frame_stride
-        drop = keep_from - self._buf_start
-        if drop > 0:
-            self._buf = self._buf[drop:].copy()
-            self._buf_start = keep_from
-
-
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _slice_frames(chunks: list[tuple[int, np.ndarray]], start: int, end: int | None) -> np.ndarray:
-    """Frames [start, end) from a list of (first_frame, array) pieces in order."""
-    parts = []
-    for first, arr in chunks:
-        lo = max(start, first) - first
-        hi = arr.shape[0] if end is None else min(end, first + arr.shape[0]) - first
-        if hi > lo:
-            parts.append(arr[lo:hi])
-    if not parts:
-        width = chunks[0][1].shape[1] if chunks else 0
-        return np.zeros((0, width), dtype=np.float32)
-    return np.concatenate(parts)
+        self._samples.drop_before(max(0, self.next_frame - self.geo.left) * self.info.frame_stride)
