@@ -17,6 +17,7 @@ import numpy as np
 from .config import StreamConfig
 from .events import Final, Partial
 from .model import ModelInfo, ModelInput, ModelOutput
+from .segmenter import SegmentRescorer
 from .session import StreamingSession, Window
 
 OFFLINE_CONFIG = StreamConfig(chunk_s=20.0, left_context_s=5.0, lookahead_s=5.0, max_segment_s=60.0)
@@ -51,11 +52,12 @@ class OfflineRun:
         audio: np.ndarray,
         endpoint_silence_s: float = StreamConfig.endpoint_silence_s,
         window_s: float = OFFLINE_CONFIG.chunk_s,
+        rescorer: SegmentRescorer | None = None,
     ) -> None:
         cfg = replace(OFFLINE_CONFIG, endpoint_silence_s=endpoint_silence_s)
         if window_s != cfg.chunk_s:  # shorter windows, context a quarter of them on each side
             cfg = replace(cfg, chunk_s=window_s, left_context_s=window_s / 4, lookahead_s=window_s / 4)
-        self.session = StreamingSession(info, cfg, interim_results=False)
+        self.session = StreamingSession(info, cfg, interim_results=False, rescorer=rescorer)
         self.session.push(audio)
         self.session.finish("stop")
         self.duration_s = audio.size / info.sample_rate
@@ -84,9 +86,11 @@ def transcribe_offline(
     audio: np.ndarray,
     endpoint_silence_s: float = StreamConfig.endpoint_silence_s,
     progress: Callable[[float], None] | None = None,
+    rescorer: SegmentRescorer | None = None,
 ) -> Transcript:
-    """Recognise a whole model-rate signal; `progress(fraction)` is called as windows complete."""
-    run = OfflineRun(info, audio, endpoint_silence_s)
+    """Recognise a whole model-rate signal; `progress(fraction)` is called as windows complete.
+    `rescorer` re-decodes each final (an LM: decoding/lm.py), as in a server session."""
+    run = OfflineRun(info, audio, endpoint_silence_s, rescorer=rescorer)
     while (win := run.next_window()) is not None:
         run.accept(win, forward([win.model_input])[0])
         if progress:
@@ -127,13 +131,14 @@ def transcribe_streaming(
     config: StreamConfig | None = None,
     push_samples: int = 1600,
     on_event: Callable[[Partial | Final, float], None] | None = None,
+    rescorer: SegmentRescorer | None = None,
 ) -> Transcript:
     """Feed a signal through the streaming algorithm in `push_samples` pieces (as the server does).
 
     `on_event(event, audio_time)` sees every partial/final with the audio time at which it was
     produced (end of the audio pushed so far), for latency accounting.
     """
-    session = StreamingSession(info, config or StreamConfig(), interim_results=on_event is not None)
+    session = StreamingSession(info, config or StreamConfig(), interim_results=on_event is not None, rescorer=rescorer)
     finals: list[Final] = []
     for start, piece in _pieces(audio, push_samples):
         session.push(piece)

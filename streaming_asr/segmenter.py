@@ -29,7 +29,9 @@ from .model import ModelInfo
 class SegmentRescorer(Protocol):
     """Re-decodes a closed segment's log-probs (phrase biasing); returns tokens and phrase matches."""
 
-    def rescore(self, log_probs: np.ndarray, first_frame: int) -> tuple[list[Token], list[PhraseResult]]: ...
+    def rescore(self, log_probs: np.ndarray, first_frame: int) -> tuple[list[Token], list[PhraseResult] | None]:
+        """Phrase matches None: the rescorer has no phrases (an LM alone), so finals carry no phrase list."""
+        ...
 
 
 @dataclass

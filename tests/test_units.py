@@ -105,3 +105,39 @@ def test_bad_input(pretraining_dir: Path, tmp_path: Path, capsys: pytest.Capture
     sf.write(empty, np.zeros(0, np.float32), 16000)
     code, _, err = units_cli(capsys, str(empty), "--model", str(pretraining_dir))
     assert code == 2 and "no audio" in err and "Traceback" not in err
+
+
+def test_http_units_equal_the_cli(
+    pretraining_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], server_factory: Any
+) -> None:
+    """POST /v1/units on a server started with --units-model gives the CLI's JSON (and .npy by Accept);
+    without one it is 404."""
+    import io
+    import urllib.error
+    import urllib.request
+
+    wav = wav_file(tmp_path / "a.wav", 2.0)
+    code, out, err = units_cli(capsys, str(wav), "--model", str(pretraining_dir))
+    assert code == 0, err
+    server = server_factory("tiny", units_model=str(pretraining_dir))
+
+    def post(accept: str) -> tuple[int, bytes]:
+        req = urllib.request.Request(
+            server.http_url + "/v1/units", data=wav.read_bytes(), headers={"Accept": accept}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    status, body = post("application/json")
+    assert status == 200 and json.loads(body) == json.loads(out)
+    status, body = post("application/x-npy")
+    assert status == 200
+    assert np.load(io.BytesIO(body)).tolist() == json.loads(out)["units"]
+    plain = server_factory("tiny")
+    req = urllib.request.Request(plain.http_url + "/v1/units", data=wav.read_bytes(), method="POST")
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(req, timeout=60)
+    assert missing.value.code == 404 and json.loads(missing.value.read())["error"] == "not_found"

@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from ..config import StreamConfig
 from ..model import DEFAULT_MODEL, PRECISIONS
+
+if TYPE_CHECKING:
+    from ..decoding.lm import LmSettings
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -156,3 +160,24 @@ def add_encoder_args(p: argparse.ArgumentParser, default: str | None, what: str)
     )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
+def add_lm_args(p: argparse.ArgumentParser) -> None:
+    """--lm and its knobs (transcribe and serve): finals decoded with an n-gram LM (decoding/lm.py)."""
+    from ..decoding.lm import DEFAULT_BEAM_WIDTH, DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE
+
+    p.add_argument("--lm", default=None, metavar="PATH", help="n-gram LM (ARPA or KenLM binary) for finals")
+    p.add_argument("--lm-weight", type=float, default=DEFAULT_LM_WEIGHT, help="LM weight, alpha (%(default)s)")
+    p.add_argument("--word-score", type=float, default=DEFAULT_WORD_SCORE, help="bonus per word, beta (%(default)s)")
+    p.add_argument("--beam-width", type=int, default=DEFAULT_BEAM_WIDTH, help="LM beam width (%(default)s)")
+
+
+def lm_settings(args: argparse.Namespace) -> LmSettings | None:
+    """The --lm options, checked (ConfigError: exit 2), or None without --lm."""
+    if getattr(args, "lm", None) is None:
+        return None
+    from ..decoding.lm import LmSettings
+
+    settings = LmSettings(args.lm, args.lm_weight, args.word_score, args.beam_width)
+    settings.check()
+    return settings

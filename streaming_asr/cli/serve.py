@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .options import add_engine_args, add_model_args, engine_config
+from .options import add_engine_args, add_lm_args, add_model_args, engine_config
 
 
 def register(sub: Any) -> None:
@@ -15,6 +15,7 @@ def register(sub: Any) -> None:
     add_server_args(s)
     add_model_args(s)
     add_engine_args(s)
+    add_lm_args(s)
     s.set_defaults(handler=run)
 
 

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import ConfigError
 from ..tasks.language_id import add_lid_args, is_auto, load_language
-from .options import add_engine_args, add_model_args, engine_config, model_precision, usable_config
+from .options import (
+    add_engine_args,
+    add_lm_args,
+    add_model_args,
+    engine_config,
+    lm_settings,
+    model_precision,
+    usable_config,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,6 +51,7 @@ def register(sub: Any) -> None:
     add_model_args(t)
     add_lid_args(t, serve=False)
     add_engine_args(t)
+    add_lm_args(t)
     t.set_defaults(handler=run)
 
 
@@ -52,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-size must be at least 1")
     if args.stream and args.batch_size > 1:
         raise ConfigError("--batch-size works with offline transcription only: --stream runs each file on its own")
+    lm = lm_settings(args)
+    if lm is not None and args.batch_size > 1:
+        raise ConfigError("--lm decodes each file's finals on their own: use it with --batch-size 1")
     import soundfile as sf
 
     from ..audio import read_audio
@@ -67,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
     )
     config = usable_config(model, config)
     lid = _lid_model(args, model)
+    lm_decoder = None
+    if lm is not None:
+        from ..decoding.lm import LmDecoder
+
+        lm_decoder = LmDecoder(model.info, lm)
     if args.batch_size > 1:
         return _run_batched(args, model, config.endpoint_silence_s)
     status = 0
@@ -79,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
             continue
         bar = _progress_bar(path, audio.size / model.info.sample_rate, args.no_progress)
         forward, info, found = _file_language(args, model, lid, path, audio)
+        rescorer = None
+        if lm_decoder is not None:
+            from ..decoding.lm import LmDecoder, LmRescorer
+
+            decoder = lm_decoder if info is model.info else LmDecoder(info, lm_decoder.settings)
+            rescorer = LmRescorer(decoder, info)
         if args.stream:
             push = max(1, int(args.push_ms / 1000 * info.sample_rate))
 
@@ -87,9 +110,11 @@ def run(args: argparse.Namespace) -> int:
             ) -> None:
                 bar(t / max(1e-9, total_s))
 
-            result = transcribe_streaming(forward, info, audio, config, push, on_event=on_event)
+            result = transcribe_streaming(forward, info, audio, config, push, on_event=on_event, rescorer=rescorer)
         else:
-            result = transcribe_offline(forward, info, audio, config.endpoint_silence_s, progress=bar)
+            result = transcribe_offline(
+                forward, info, audio, config.endpoint_silence_s, progress=bar, rescorer=rescorer
+            )
         bar(1.0, done=True)
         _print_result(args, path, result, found)
     return status

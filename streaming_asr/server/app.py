@@ -173,6 +173,7 @@ class AsrServer:
             ),
             ("POST", "/v1/embed", self.model_routes.embed),
             ("POST", "/v1/classify", self.model_routes.classify),
+            ("POST", "/v1/units", self.model_routes.units),
             ("POST", "/v1/align", self.model_routes.align),
         ]
 

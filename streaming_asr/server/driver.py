@@ -74,6 +74,7 @@ class SessionDriver:
         self._arrivals: deque[tuple[float, float]] = deque(maxlen=512)  # (audio s received so far, loop time)
         self._received_s = 0.0
         self.on_failure: Callable[[], None] | None = None  # the connection closes itself (1011)
+        self.use_lm = False  # finals through the server's LM (its --lm, unless the start said "lm": false)
 
     def log(self, level: int, event: str, **kv: Any) -> None:
         fields = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in kv.items())
@@ -99,6 +100,7 @@ class SessionDriver:
             config = self.settings.engine.with_options(req.options, self.settings.limits)
             phrases = _check_phrases(list(req.phrases), req.phrase_boost, self.settings.phrase_boost)
             language = session_language(self.ctx, req.language)
+            self.use_lm = req.lm and self.settings.lm is not None
         except AudioFormatError as exc:
             raise DriverError(exc.code, str(exc)) from None
         except ConfigError as exc:
@@ -139,6 +141,7 @@ class SessionDriver:
             "interim_results": req.interim_results,
             "phrases": phrases,
             "language": language or self.settings.model_language,
+            "lm": self.use_lm,
         }
         self.log(
             logging.INFO,
@@ -163,12 +166,18 @@ class SessionDriver:
         return LanguageInput(self.language, inner)
 
     async def _compile_phrases(self, phrases: list[str], boost: float | None, info: ModelInfo):  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        boost = self.settings.phrase_boost if boost is None else boost
+        if self.use_lm and self.settings.lm is not None:  # one beam search: the phrases are its hotwords
+            from ..decoding.lm import shared_rescorer
+
+            return await loop.run_in_executor(
+                self.ctx.cpu_pool, shared_rescorer, info, self.settings.lm, phrases, boost
+            )
         if not phrases:
             return None
         from ..phrase_rescore import PhraseRescorer
 
-        loop = asyncio.get_running_loop()
-        boost = self.settings.phrase_boost if boost is None else boost
         return await loop.run_in_executor(self.ctx.cpu_pool, PhraseRescorer, info, phrases, boost)
 
     # ---------------------------------------------------------------- input

@@ -1,9 +1,9 @@
-"""`POST /v1/embed`, `POST /v1/classify` and `POST /v1/align`: the CLI's `embed`, `classify` and
-`align` on the live server.
+"""`POST /v1/embed`, `/v1/classify`, `/v1/units` and `/v1/align`: the CLI's `embed`, `classify`,
+`units` and `align` on the live server.
 
 Embeddings come from the serving CTC model's encoder (its weights, device and precision: exact
 fp32 values only from a server at --precision fp32); classification from a separate checkpoint,
---classifier-model, loaded in fp32 at start-up (404 without it). Bodies are read by
+--classifier-model, units from --units-model, each loaded in fp32 at start-up (404 without it). Bodies are read by
 audio_requests.py under the upload limits; at most --max-uploads of these requests are in flight
 (more get 429; 0 turns the endpoints off), and their model work runs one request at a time on a
 thread of its own at the lowest CPU priority (like upload windows), never on the event loop.
@@ -32,6 +32,7 @@ from ..tasks.align import AlignError, align_audio
 from ..tasks.align_formats import render
 from ..tasks.classify import DEFAULT_TOP_K, classify
 from ..tasks.embed import POOLS, TaskInputError, embed, select_layers
+from ..tasks.units import unit_indices, units_json
 from .audio_requests import AudioRequest, RequestError, read_audio_request
 from .http import error_response, json_response, token_ok
 
@@ -58,6 +59,7 @@ class ModelRoutes:
         self.ctx, self.settings, self.stopping = ctx, ctx.settings, stopping
         self.active = 0
         self.classifier: Encoder | None = None
+        self.quantizer: Encoder | None = None  # --units-model
         self._encoder: Encoder | None = None
         self._model: asyncio.Semaphore | None = None
         init = None
@@ -77,6 +79,12 @@ class ModelRoutes:
             load = partial(Encoder.load, name, "classify", device=device)
             self.classifier = await asyncio.get_running_loop().run_in_executor(None, load)
             log.info("classifier %s: %d labels on %s (fp32)", name, len(self.classifier.labels), device)
+        name = self.settings.units_model
+        if name and self.quantizer is None:
+            device = str(getattr(self.ctx.batcher.forward, "device", "cpu"))
+            load = partial(Encoder.load, name, "units", device=device)
+            self.quantizer = await asyncio.get_running_loop().run_in_executor(None, load)
+            log.info("units %s: %d group(s) of %d entries (fp32)", name, self.quantizer.groups, self.quantizer.entries)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -95,6 +103,9 @@ class ModelRoutes:
 
     async def classify(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "classify", self._classify)
+
+    async def units(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "units", self._units)
 
     async def align(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "align", self._align)
@@ -205,6 +216,23 @@ class ModelRoutes:
         return json_response(
             200, {"model": classifier.info.name, "duration_s": round(req.seconds, 3), "labels": labels}
         )
+
+    async def _units(self, request: web.Request) -> web.StreamResponse:
+        quantizer = self.quantizer
+        self._admit(request, quantizer is not None, "no units model on this server: start it with --units-model M")
+        assert quantizer is not None
+        self.active += 1
+        try:
+            req = await read_audio_request(request, self.ctx, (), quantizer.info.sample_rate)
+            units = await self._run(unit_indices, quantizer, req.audio)
+        finally:
+            self.active -= 1
+        log.info("units from %s: %.1f s %s, %d frame(s)", request.remote, req.seconds, req.container, len(units))
+        if _wants_npy(request.headers.get("Accept", ""), pooled=True):
+            buf = io.BytesIO()
+            np.save(buf, units, allow_pickle=False)
+            return _reply(buf.getvalue(), NPY_TYPE, {"X-Frame-Seconds": str(round(quantizer.info.frame_seconds, 6))})
+        return json_response(200, units_json(quantizer, units))
 
     async def _align(self, request: web.Request) -> web.StreamResponse:
         self._admit(request, True, "")

@@ -163,7 +163,10 @@ def _parse_start(msg: dict[str, Any]) -> Command:
     language = msg.get("language")
     if language is not None and not (isinstance(language, str) and 0 < len(language) <= MAX_LANGUAGE_CHARS):
         return Invalid("invalid_option", f"language must be a language code (a short string), got {_show(language)}")
-    return Start(PcmFormat(rate, encoding, channels), options, interim, tuple(phrases), _number(boost), language)
+    lm = msg.get("lm", True)
+    if not isinstance(lm, bool):
+        return Invalid("invalid_option", f"lm must be true or false, got {_show(lm)}")
+    return Start(PcmFormat(rate, encoding, channels), options, interim, tuple(phrases), _number(boost), language, lm)
 
 
 def _number(value: Any) -> float | None:

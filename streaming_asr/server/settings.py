@@ -6,10 +6,14 @@ import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..config import SERVE_DEFAULT, ConfigError, StreamConfig, StreamLimits
 from ..model.runtime import WorkerPlan
 from ..tasks.language_id import add_lid_args, is_auto
+
+if TYPE_CHECKING:
+    from ..decoding.lm import LmSettings
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,11 @@ class ServerSettings:
     max_uploads: int = 2  # uploads transcribed at once; more get 429 (0: the endpoint is off)
     upload_window_s: float = 20.0  # new audio per upload window: 20 s is the CLI's chunking (identical text)
     classifier_model: str | None = None  # POST /v1/classify: an audio-classification checkpoint (None: 404)
+    units_model: str | None = None  # POST /v1/units: a pre-training checkpoint with a quantizer (None: 404)
     lid_model: str | None = None  # adapter checkpoints: language ID for `language: auto` sessions (language_id.py)
     lid_seconds: float = 3.0  # audio an auto session's language is detected from (0.5-30)
     auto_language: bool = False  # sessions that name no language detect it (--language auto; needs lid_model)
+    lm: LmSettings | None = None  # --lm: finals decoded with an n-gram LM unless a start says "lm": false
 
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
@@ -223,6 +229,13 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
         help="audio-classification checkpoint (hub id or directory) for POST /v1/classify, e.g. "
         "facebook/mms-lid-126; loaded at start, fp32 (default: none, the endpoint answers 404)",
     )
+    p.add_argument(
+        "--units-model",
+        default=None,
+        metavar="M",
+        help="pre-training checkpoint with a quantizer (Wav2Vec2ForPreTraining, e.g. facebook/wav2vec2-base) "
+        "for POST /v1/units; loaded at start, fp32 (default: none, the endpoint answers 404)",
+    )
     add_lid_args(p, serve=True)
 
 
@@ -261,10 +274,23 @@ def settings_from_args(args: argparse.Namespace, config: StreamConfig, plan: Wor
         max_uploads=args.max_uploads,
         upload_window_s=args.upload_window,
         classifier_model=args.classifier_model or None,
+        units_model=args.units_model or None,
         lid_model=args.lid_model or None,
         lid_seconds=args.lid_seconds,
         auto_language=is_auto(getattr(args, "language", None)),
+        lm=_lm(args),
     )
+
+
+def _lm(args: argparse.Namespace) -> LmSettings | None:
+    """--lm and its knobs (added by cli/options.py add_lm_args), checked now: a bad path is exit 2 at startup."""
+    if getattr(args, "lm", None) is None:
+        return None
+    from ..decoding.lm import LmSettings
+
+    settings = LmSettings(args.lm, args.lm_weight, args.word_score, args.beam_width)
+    settings.check()
+    return settings
 
 
 def _languages(args: argparse.Namespace) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ class Start:
     phrases: tuple[str, ...] = ()
     phrase_boost: float | None = None
     language: str | None = None  # an adapter checkpoint's language (None: the server's default)
+    lm: bool = True  # finals through the server's --lm, when it has one (partials stay greedy)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Decoders beyond greedy CTC: n-gram language-model beam search for finals (pyctcdecode + KenLM)."""
