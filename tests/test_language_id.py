@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -112,9 +113,13 @@ def references(adapter_dir: Path, audio: np.ndarray) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def auto_server(server_factory: Any, model: CtcModel, lid_dir: Path) -> Any:
-    """`serve --language auto --lid-model M --lid-seconds 1`: sessions that name no language detect it."""
+    """`serve --language auto --lid-model M --lid-seconds 1`: sessions that name no language detect it.
+
+    One chunk per window (no catch-up windows): an auto session starts a second behind, and results
+    must not depend on how far behind a session is when it is compared with one that is not."""
+    engine = dataclasses.replace(FULL, max_catchup_chunks=1)
     return server_factory(
-        "tiny", forward=model, engine=FULL, lid_model=str(lid_dir), lid_seconds=1.0, auto_language=True
+        "tiny", forward=model, engine=engine, lid_model=str(lid_dir), lid_seconds=1.0, auto_language=True
     )
 
 
