@@ -361,20 +361,14 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path: Path, capsys: pytest.Cap
 
 
 def _post_form(url: str, parts: list[tuple[str, bytes]]) -> tuple[int, str, bytes]:
-    """multipart/form-data POST; (status, content type, body)."""
+    """multipart/form-data POST (test_embed's form builder); (status, content type, body)."""
     import urllib.error
     import urllib.request
 
-    boundary = "AlIgNbOuNdArY"
-    body = b""
-    for name, value in parts:
-        filename = '; filename="a.wav"' if name == "file" else ""
-        body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n\r\n'.encode()
-        body += value + b"\r\n"
-    body += f"--{boundary}--\r\n".encode()
-    req = urllib.request.Request(
-        url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}, method="POST"
-    )
+    from test_embed import multipart
+
+    body, ctype = multipart(parts)
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": ctype}, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
             return resp.status, resp.headers.get("Content-Type", ""), resp.read()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streaming_asr.model import default_vocab
 from streaming_asr.phrases import (
     PhraseBiaser,
     PhraseMatch,
@@ -22,40 +23,7 @@ from streaming_asr.phrases import (
 )
 
 # wav2vec2's character vocabulary, indexed by id (as in tts-ctc-small/vocab.json).
-VOCAB = [
-    "<pad>",
-    "<s>",
-    "</s>",
-    "<unk>",
-    "|",
-    "E",
-    "T",
-    "A",
-    "O",
-    "N",
-    "I",
-    "H",
-    "S",
-    "R",
-    "D",
-    "L",
-    "U",
-    "M",
-    "W",
-    "C",
-    "F",
-    "G",
-    "Y",
-    "P",
-    "B",
-    "V",
-    "K",
-    "'",
-    "X",
-    "J",
-    "Q",
-    "Z",
-]
+VOCAB = list(default_vocab(32))
 ID = {tok: i for i, tok in enumerate(VOCAB)}
 BLANK, DELIM = 0, 4
 

@@ -72,19 +72,19 @@ class ModelRoutes:
         )
 
     async def prepare(self) -> None:
-        """Load --classifier-model (off the loop); a bad one fails the start like a bad --model."""
-        name = self.settings.classifier_model
-        if name and self.classifier is None:
-            device = str(getattr(self.ctx.batcher.forward, "device", "cpu"))
-            load = partial(Encoder.load, name, "classify", device=device)
-            self.classifier = await asyncio.get_running_loop().run_in_executor(None, load)
-            log.info("classifier %s: %d labels on %s (fp32)", name, len(self.classifier.labels), device)
-        name = self.settings.units_model
-        if name and self.quantizer is None:
-            device = str(getattr(self.ctx.batcher.forward, "device", "cpu"))
-            load = partial(Encoder.load, name, "units", device=device)
-            self.quantizer = await asyncio.get_running_loop().run_in_executor(None, load)
-            log.info("units %s: %d group(s) of %d entries (fp32)", name, self.quantizer.groups, self.quantizer.entries)
+        """Load --classifier-model and --units-model (off the loop); a bad one fails the start like a bad --model."""
+        if self.settings.classifier_model and self.classifier is None:
+            self.classifier = await self._load(self.settings.classifier_model, "classify")
+            log.info("classifier %s: %d labels (fp32)", self.settings.classifier_model, len(self.classifier.labels))
+        if self.settings.units_model and self.quantizer is None:
+            self.quantizer = await self._load(self.settings.units_model, "units")
+            q = self.quantizer
+            log.info("units %s: %d group(s) of %d entries (fp32)", self.settings.units_model, q.groups, q.entries)
+
+    async def _load(self, name: str, task: str) -> Encoder:
+        """An fp32 checkpoint for `task` on the serving model's device, loaded in a thread."""
+        device = str(getattr(self.ctx.batcher.forward, "device", "cpu"))
+        return await asyncio.get_running_loop().run_in_executor(None, partial(Encoder.load, name, task, device=device))
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
