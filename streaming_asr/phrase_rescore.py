@@ -26,6 +26,7 @@ from .ctc import Token
 from .events import PhraseResult
 from .model import ModelInfo
 from .phrases import DEFAULT_BOOST, PhraseBiaser, aligned_words, forced_align
+from .phrases.biaser import WordScorer
 
 __all__ = [
     "MAX_BOOST",
@@ -125,7 +126,7 @@ class PhraseRescorer:
     (ConfigError when over a limit); ``boost`` None means phrases.DEFAULT_BOOST.
     """
 
-    def __init__(self, info: ModelInfo, phrases: list[str], boost: float | None = None) -> None:
+    def __init__(self, info: ModelInfo, phrases: list[str], boost: float | None = None, beam_width: int = 8) -> None:
         checked_boost = check_boost(boost)
         phrases = check_phrases(phrases)
         self.info = info
@@ -135,10 +136,12 @@ class PhraseRescorer:
             info.delimiter_id,
             phrases,
             boost=DEFAULT_BOOST if checked_boost is None else checked_boost,
+            beam_width=beam_width,
         )
+        self.words: WordScorer | None = None  # an LM's word scores in the same search (decoding/lm.py)
 
     def rescore(self, log_probs: np.ndarray, first_frame: int) -> tuple[list[Token], list[PhraseResult]]:
-        labels = self.biaser.decode(log_probs)
+        labels = self.biaser.decode(log_probs, self.words)
         alignment = forced_align(log_probs, labels, self.info.blank_id)
         tokens = [
             Token(label, first_frame + a, first_frame + b, prob * (b - a + 1), b - a + 1)

@@ -98,10 +98,54 @@ def test_phrases_are_hotwords_of_the_same_search(arpa: Path) -> None:
     assert [p["phrase"] for p in final["phrases"]] == ["undefeated team"]
 
 
+def test_phrases_join_the_lm_in_the_trie_search(arpa: Path) -> None:
+    """The default phrase mode: one search, the phrase trie's bonus and the LM's word scores together."""
+    from streaming_asr.decoding.lm import shared_rescorer
+    from streaming_asr.phrase_rescore import PhraseRescorer
+
+    model = standin_model()
+    audio, _ = read_audio(WAV, model.info.sample_rate)
+    rescorer = shared_rescorer(model.info, LmSettings(str(arpa)), ["undefeated team"])
+    assert isinstance(rescorer, PhraseRescorer) and rescorer.words is not None
+    final = transcribe_offline(model, model.info, audio, rescorer=rescorer).finals[0].to_dict()
+    assert final["text"] == "AN UNDEFEATED TEAM"
+    assert [p["phrase"] for p in final["phrases"]] == ["undefeated team"]
+    # a phrase word the LM has never seen is not an OOV there: it still wins over the LM's words
+    odd = shared_rescorer(model.info, LmSettings(str(arpa)), ["undifeted tem"], 3.0)
+    assert transcribe_offline(model, model.info, audio, rescorer=odd).text == "AN UNDIFETED TEM"
+    # without phrases, or in hotword mode, pyctcdecode's search
+    assert isinstance(shared_rescorer(model.info, LmSettings(str(arpa))), LmRescorer)
+    assert isinstance(shared_rescorer(model.info, LmSettings(str(arpa), phrases="hotwords"), ["team"]), LmRescorer)
+
+
+def test_lm_word_scores_keep_words_apart(arpa: Path) -> None:
+    """Without pyctcdecode's partial-word penalty, unknown words would merge (one OOV costs less than
+    several): the trie search applies the same penalty, so known words keep their delimiters."""
+    from streaming_asr.decoding.lm import LmWords, shared_decoder
+    from streaming_asr.phrases import PhraseBiaser
+
+    info = standin_model().info
+    words = LmWords(shared_decoder(info, LmSettings(str(arpa))))
+    assert words.partial("TEA") == 0.0 and words.partial("TQX") < 0.0
+    ids = {t: i for i, t in enumerate(info.vocab)}
+    rows = []
+    for ch in "THE|TEAM|WON":
+        row = np.full(len(info.vocab), -12.0, dtype=np.float32)
+        row[ids[ch]] = math.log(0.55 if ch == "|" else 0.98)
+        row[info.blank_id] = math.log(0.45) if ch == "|" else -12.0
+        rows.append(row)
+    lp = np.stack(rows)
+    lp = lp - np.logaddexp.reduce(lp, axis=1, keepdims=True)
+    biaser = PhraseBiaser(info.vocab, info.blank_id, info.delimiter_id, ["a team"], beam_width=16)
+    assert biaser.text(biaser.decode(lp, words)) == "THE TEAM WON"
+
+
 def test_bad_lm_settings_are_config_errors(tmp_path: Path) -> None:
     info = standin_model().info
     with pytest.raises(ConfigError, match="no such file"):
         LmDecoder(info, LmSettings(str(tmp_path / "missing.arpa")))
+    with pytest.raises(ConfigError, match="--lm-phrases"):
+        LmSettings(str(tmp_path / "missing.arpa"), phrases="both").check()
     junk = tmp_path / "junk.arpa"
     junk.write_text("not an arpa file\n")
     with pytest.raises(ConfigError, match="not a usable"):

@@ -162,14 +162,23 @@ def add_encoder_args(p: argparse.ArgumentParser, default: str | None, what: str)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
-def add_lm_args(p: argparse.ArgumentParser) -> None:
+def add_lm_args(p: argparse.ArgumentParser, phrases: bool = False) -> None:
     """--lm and its knobs (transcribe and serve): finals decoded with an n-gram LM (decoding/lm.py)."""
-    from ..decoding.lm import DEFAULT_BEAM_WIDTH, DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE
+    from ..decoding.lm import DEFAULT_BEAM_WIDTH, DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE, PHRASE_MODES
 
     p.add_argument("--lm", default=None, metavar="PATH", help="n-gram LM (ARPA or KenLM binary) for finals")
     p.add_argument("--lm-weight", type=float, default=DEFAULT_LM_WEIGHT, help="LM weight, alpha (%(default)s)")
     p.add_argument("--word-score", type=float, default=DEFAULT_WORD_SCORE, help="bonus per word, beta (%(default)s)")
     p.add_argument("--beam-width", type=int, default=DEFAULT_BEAM_WIDTH, help="LM beam width (%(default)s)")
+    if not phrases:  # transcribe has no phrase lists
+        return
+    p.add_argument(
+        "--lm-phrases",
+        choices=PHRASE_MODES,
+        default="trie",
+        help="how a session's phrases join the LM search: the phrase trie search with LM word scores "
+        "(trie, measured better: bench/lm.py) or pyctcdecode's hotwords (default: %(default)s)",
+    )
 
 
 def lm_settings(args: argparse.Namespace) -> LmSettings | None:
@@ -178,6 +187,8 @@ def lm_settings(args: argparse.Namespace) -> LmSettings | None:
         return None
     from ..decoding.lm import LmSettings
 
-    settings = LmSettings(args.lm, args.lm_weight, args.word_score, args.beam_width)
+    settings = LmSettings(
+        args.lm, args.lm_weight, args.word_score, args.beam_width, getattr(args, "lm_phrases", "trie")
+    )
     settings.check()
     return settings

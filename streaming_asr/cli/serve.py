@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
     add_server_args(s)
     add_model_args(s)
     add_engine_args(s)
-    add_lm_args(s)
+    add_lm_args(s, phrases=True)
     s.set_defaults(handler=run)
 
 

@@ -1,9 +1,13 @@
 """N-gram LM beam search over a closed segment's CTC log-probs, via pyctcdecode and KenLM.
 
 We do not write a decoder of our own: pyctcdecode does the shallow-fusion beam search (acoustic
-log-prob + ``alpha`` x LM log-prob + ``beta`` x word count) and KenLM scores the n-grams. Phrase
-biasing joins the same beam search as pyctcdecode hotwords (one search, not two); the phrase
-matches a final reports are then found in the LM text exactly as for phrase rescoring. Word
+log-prob + ``alpha`` x LM log-prob + ``beta`` x word count) and KenLM scores the n-grams. A session
+with phrases gets one search, not two: by default (``phrases="trie"``) the phrase trie search
+(phrases/biaser.py) with this LM's word scores added at each word end (:class:`LmWords`, the
+same alpha/beta/OOV scoring as pyctcdecode's); with ``phrases="hotwords"``, pyctcdecode's
+hotwords. The trie measured better (bench/lm.py: pyctcdecode's hotwords boost single words, and
+its per-frame token pruning drops the letters a misheard command needs). The phrase matches a
+final reports are then found in the final's text exactly as for phrase rescoring. Word
 times and confidences come from a CTC forced alignment of the LM text, so LM words carry the
 same start/end frames and posteriors as greedy or phrase-rescored ones.
 
@@ -17,7 +21,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -25,8 +29,11 @@ from ..config import ConfigError
 from ..ctc import Token, Word, printable, tokens_to_words
 from ..events import PhraseResult
 from ..model import ModelInfo
+from ..phrase_rescore import PhraseRescorer
 from ..phrases import DEFAULT_BOOST, PhraseBiaser, aligned_words, forced_align
 from ..phrases.trie import _alphabet, tokenize_word
+
+LOG10_TO_LN = 2.302585092994046  # KenLM scores are log10; the search adds natural-log scores
 
 __all__ = [
     "DEFAULT_BEAM_WIDTH",
@@ -45,6 +52,10 @@ DEFAULT_LM_WEIGHT = 0.5
 DEFAULT_WORD_SCORE = 1.0
 #: Beams kept per frame.
 DEFAULT_BEAM_WIDTH = 64
+#: How phrases meet the LM: our phrase trie search with LM word scores, or pyctcdecode's hotwords.
+PHRASE_MODES = ("trie", "hotwords")
+#: Beams of the phrase trie search when it carries LM scores (a Python loop: T x beams x 6 tokens).
+TRIE_LM_BEAM_WIDTH = 16
 
 
 @dataclass(frozen=True)
@@ -55,9 +66,12 @@ class LmSettings:
     weight: float = DEFAULT_LM_WEIGHT
     word_score: float = DEFAULT_WORD_SCORE
     beam_width: int = DEFAULT_BEAM_WIDTH
+    phrases: str = "trie"  # how a session's phrases join the LM search: "trie" or "hotwords"
 
     def check(self) -> None:
-        """ConfigError for a path that is not a readable file or a beam width under 1."""
+        """ConfigError for a path that is not a readable file, a beam width under 1, an unknown phrases mode."""
+        if self.phrases not in PHRASE_MODES:
+            raise ConfigError(f"--lm-phrases must be one of {', '.join(PHRASE_MODES)}, got {self.phrases!r}")
         if not os.path.isfile(self.path):
             raise ConfigError(f"--lm {self.path!r}: no such file (an ARPA or KenLM binary n-gram model)")
         if self.beam_width < 1:
@@ -135,6 +149,32 @@ class LmDecoder:
         return LmResult(text, words, alignment)
 
 
+class LmWords:
+    """The LM's word scores for the phrase trie search (phrases.biaser.WordScorer): pyctcdecode's
+    own LanguageModel scoring (alpha x log-prob + beta, OOV offset), except that phrase words the LM
+    does not know are not penalised as OOV (a phrase names what the client expects to hear)."""
+
+    def __init__(self, decoder: LmDecoder, exempt: Sequence[str] = ()) -> None:
+        self._lm: Any = cast(Any, decoder._decoder._language_model)  # pyctcdecode 0.5.0 LanguageModel
+        self._exempt = {w for w in exempt if w not in self._lm._kenlm_model}
+        self._exempt_prefixes = {w[:n] for w in self._exempt for n in range(1, len(w) + 1)}
+        self._refund = -self._lm.unk_score_offset * self._lm.alpha * LOG10_TO_LN
+
+    def start(self) -> Any:
+        return self._lm.get_start_state()
+
+    def word(self, state: Any, word: str) -> tuple[float, Any]:
+        score, out = self._lm.score(state, word)
+        return (score + self._refund if word in self._exempt else score), out
+
+    def partial(self, prefix: str) -> float:
+        """pyctcdecode's penalty for a word in progress that no LM word (or phrase word) starts with."""
+        return 0.0 if prefix in self._exempt_prefixes else float(self._lm.score_partial_token(prefix))
+
+    def end(self, state: Any) -> float:
+        return float(self._lm.alpha * self._lm._get_raw_end_score(state) * LOG10_TO_LN)
+
+
 class LmRescorer:
     """SegmentRescorer (segmenter.py): a session's finals through the LM, its phrases (if any) as hotwords.
 
@@ -187,6 +227,13 @@ def shared_decoder(info: ModelInfo, settings: LmSettings) -> LmDecoder:
 
 def shared_rescorer(
     info: ModelInfo, settings: LmSettings, phrases: Sequence[str] = (), boost: float | None = None
-) -> LmRescorer:
-    """A session's LmRescorer over the shared decoder (blocking: call it off the event loop)."""
-    return LmRescorer(shared_decoder(info, settings), info, phrases, boost)
+) -> LmRescorer | PhraseRescorer:
+    """A session's rescorer over the shared decoder (blocking: call it off the event loop): without
+    phrases (or with ``phrases="hotwords"``) pyctcdecode's search, else the phrase trie search with
+    LM word scores."""
+    decoder = shared_decoder(info, settings)
+    if not phrases or settings.phrases == "hotwords":
+        return LmRescorer(decoder, info, phrases, boost)
+    rescorer = PhraseRescorer(info, list(phrases), boost, beam_width=TRIE_LM_BEAM_WIDTH)
+    rescorer.words = LmWords(decoder, [w for _, words in rescorer.biaser.phrases for w in words])
+    return rescorer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,6 +22,21 @@ from .trie import (
     normalize_phrase,
     tokenize_word,
 )
+
+
+class WordScorer(Protocol):
+    """Word-level scores (an n-gram LM, decoding/lm.py) that :meth:`PhraseBiaser.decode` adds to a
+    prefix each time it completes a word, in nats, already weighted; ``state`` is opaque here."""
+
+    def start(self) -> Any: ...
+
+    def word(self, state: Any, word: str) -> tuple[float, Any]: ...
+
+    def partial(self, prefix: str) -> float:
+        """A ranking penalty (<= 0) for a word in progress: 0 while it can still become a known word."""
+        ...
+
+    def end(self, state: Any) -> float: ...
 
 
 class PhraseBiaser(PhraseFinder):
@@ -123,10 +139,11 @@ class PhraseBiaser(PhraseFinder):
                 out.append(list(zip(top[t][m].tolist(), top_lp[t][m].tolist())))
         return out
 
-    def decode(self, log_probs: np.ndarray) -> list[int]:
+    def decode(self, log_probs: np.ndarray, words: WordScorer | None = None) -> list[int]:
         """Biased CTC prefix beam search: the best label sequence (token ids incl. delimiters,
         no blanks, repeats collapsed). Without phrases it is plain prefix beam search, which on
-        clear-cut frames gives the greedy result."""
+        clear-cut frames gives the greedy result. ``words`` adds an LM's score at each word end
+        (and the trailing word's at the segment end), so phrases and the LM rank in one search."""
         log_probs = np.asarray(log_probs, dtype=np.float32)
         if log_probs.ndim != 2 or log_probs.shape[1] != len(self.vocab):
             raise ValueError(f"log_probs must be (T, {len(self.vocab)}), got {log_probs.shape}")
@@ -147,6 +164,11 @@ class PhraseBiaser(PhraseFinder):
         p_node = [0]
         p_committed = [0.0]
         p_bonus = [0.0]  # committed + pending of its trie node: what ranking adds to acoustics
+        # with `words`: the letters of the word in progress, and the LM state after the words before it
+        p_word = [""]
+        p_state: list[Any] = [words.start() if words else None]
+        p_open = [0.0]  # the word in progress's partial penalty (ranking only, like trie.pending)
+        vocab = self.vocab
         extend_cache: dict[tuple[int, int], int] = {}
 
         def extend(pid: int, c: int) -> int:
@@ -160,12 +182,24 @@ class PhraseBiaser(PhraseFinder):
             if not (c == delim and prev == delim):  # a doubled delimiter leaves the trie state
                 node = trie.step(node, c, prev == -1 or prev == delim)
                 committed += trie.gain[node]
+            word, state, open_ = p_word[pid], p_state[pid], 0.0
+            if words is not None:
+                if c != delim:
+                    word += vocab[c]
+                    open_ = words.partial(word)
+                elif word:  # a word completed: its LM score joins the committed part of the ranking
+                    gain, state = words.word(state, word)
+                    committed += gain
+                    word = ""
+            p_word.append(word)
+            p_state.append(state)
+            p_open.append(open_)
             nid = len(p_parent)
             p_parent.append(pid)
             p_label.append(c)
             p_node.append(node)
             p_committed.append(committed)
-            p_bonus.append(committed + trie.pending[node])
+            p_bonus.append(committed + trie.pending[node] + open_)
             extend_cache[key] = nid
             return nid
 
@@ -213,16 +247,24 @@ class PhraseBiaser(PhraseFinder):
                     # match cannot crowd the true continuation out of the beam; the final
                     # comparison (committed bonus only) then decides fairly.
                     keep = list(
-                        set(keep).union(heapq.nlargest(reserve, acoustic, key=lambda p: acoustic[p] + p_committed[p]))
+                        set(keep).union(
+                            heapq.nlargest(reserve, acoustic, key=lambda p: acoustic[p] + p_committed[p] + p_open[p])
+                        )
                     )
                 beam = {pid: nxt[pid] for pid in keep}
             else:
                 beam = nxt
 
+        def closing(pid: int) -> float:  # the trailing word's and the sentence end's LM score
+            if words is None:
+                return 0.0
+            gain, state = words.word(p_state[pid], p_word[pid]) if p_word[pid] else (0.0, p_state[pid])
+            return gain + words.end(state)
+
         # Final ranking: committed bonus only -- a phrase left unfinished keeps no bonus.
         best = max(
             beam,
-            key=lambda pid: _logaddexp(*beam[pid]) + p_committed[pid] + trie.end_gain[p_node[pid]],
+            key=lambda pid: _logaddexp(*beam[pid]) + p_committed[pid] + trie.end_gain[p_node[pid]] + closing(pid),
         )
         labels: list[int] = []
         pid = best

@@ -288,7 +288,7 @@ def _lm(args: argparse.Namespace) -> LmSettings | None:
         return None
     from ..decoding.lm import LmSettings
 
-    settings = LmSettings(args.lm, args.lm_weight, args.word_score, args.beam_width)
+    settings = LmSettings(args.lm, args.lm_weight, args.word_score, args.beam_width, args.lm_phrases)
     settings.check()
     return settings
 
