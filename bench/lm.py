@@ -3,6 +3,9 @@
     python bench/lm.py            # ~10 min on 2 cores (LM build cached in /tmp/streaming-asr-lm/)
     python bench/lm.py --quick    # 60 tts-dev files, 20 command utterances, 12 latency sessions
 
+Needs the `lm` extra and Debian packages: irstlm bible-kjv python3-doc (the LM text), fortunes
+wordnet-base dict-gcide (the overlap checks), wamerican-large (the word list), espeak-ng flite (commands).
+
 One run, four parts, all with the stand-in model:
 
 1. **Text.** The LM is built by ``streaming-asr lm build`` (IRSTLM, 3-gram) from Debian's King James Bible

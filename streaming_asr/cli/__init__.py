@@ -14,10 +14,10 @@ from typing import Any
 
 from ..config import ConfigError
 from ..model import ModelLoadError
-from . import align, classify, download, embed, lm, serve, transcribe, units
+from . import align, classify, download, embed, finetune, lm, serve, transcribe, units
 from .options import add_engine_args, add_model_args, engine_config, model_precision, usable_config
 
-COMMANDS = (transcribe, download, serve, align, embed, units, classify, lm)  # the order `--help` lists them in
+COMMANDS = (transcribe, download, serve, align, embed, units, classify, lm, finetune)  # the order --help lists them in
 DESCRIPTION = "Real-time speech recognition with wav2vec2-family CTC models: files, streams and more."
 
 __all__ = [
