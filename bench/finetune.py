@@ -139,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-seconds", type=float, default=30.0, help="finetune --batch-seconds (%(default)s)")
     parser.add_argument("--prepare-only", action="store_true", help="synthesise the sets and stop")
     parser.add_argument("--extra", default="", help="more finetune options, one string")
+    parser.add_argument(
+        "--variant", default="", help="a name for a run with --extra options: results go to finetune-NAME.* (no README)"
+    )
     args = parser.parse_args(argv)
     begun = time.perf_counter()
     train, evals = prepare()
@@ -146,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"data ready in {data_s:.0f} s: {manifest_stats(train)}", file=sys.stderr)
     if args.prepare_only:
         return 0
-    out = CACHE / f"run-{args.minutes:g}min"
+    out = CACHE / f"run-{args.minutes:g}min{'-' + args.variant if args.variant else ''}"
     cmd = [sys.executable, "-m", "streaming_asr", "finetune", "--train", str(train), "--eval", str(evals)]
     cmd += ["--model", str(STANDIN_MODEL), "--out", str(out), "--max-minutes", str(args.minutes)]
     cmd += ["--eval-every", str(args.eval_every), "--threads", "2", "--eval-at-start", "--overwrite"]
@@ -183,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Bible and the Python docs, none from tts-dev's fortunes / WordNet pool. `streaming-asr finetune` "
             f"for {args.minutes:g} wall minutes on {machine_info()['cpu_count']} CPU cores (defaults: frozen "
             f"feature encoder, AdamW, the checkpoint's SpecAugment; `--lr {args.lr:g} --batch-seconds "
-            f"{args.batch_seconds:g}`), best eval checkpoint at step "
+            f"{args.batch_seconds:g}{' ' + args.extra if args.extra else ''}`), best eval checkpoint at step "
             f"{best['step']} (eval WER {best['wer']:.2f}). Scored on tts-dev (offline, greedy):",
             "",
             markdown_table(
@@ -206,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(md)
     full = args.minutes >= 30 and not args.extra
-    name = "finetune" if full else "finetune-short"
+    name = "finetune" if full else f"finetune-{args.variant}" if args.variant else "finetune-short"
     plot(evals_h, RESULTS / f"{name}.png")
     write_results(
         name,
