@@ -176,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "cer_after": a["cer"],
             }
         )
+    full = args.minutes >= 30 and not args.extra
+    name = "finetune" if full else f"finetune-{args.variant}" if args.variant else "finetune-short"
     best = min(evals_h, key=lambda h: (h["wer"], h["cer"]))
     slt, esp = table[0], table[1]
     md = "\n".join(
@@ -203,13 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             "",
             f"slt WER {slt['wer_change']:+.1%} (target ≤ −30 %), espeak WER {esp['wer_change']:+.1%} "
-            f"(target ≤ +5 %). Eval WER over training: `bench/results/finetune.png`. Training "
+            f"(target ≤ +5 %). Eval WER over training: `bench/results/{name}.png`. Training "
             f"{train_wall / 60:.1f} min wall including evals; regenerate with `python bench/finetune.py`.",
         ]
     )
     print(md)
-    full = args.minutes >= 30 and not args.extra
-    name = "finetune" if full else f"finetune-{args.variant}" if args.variant else "finetune-short"
     plot(evals_h, RESULTS / f"{name}.png")
     write_results(
         name,
